@@ -1,0 +1,1 @@
+"""Shipped default model weights and model card."""

@@ -1,0 +1,1 @@
+"""Crystal <-> sequence representation (Wyckoff form, vocabulary, grammar)."""
