@@ -1,0 +1,190 @@
+"""Screening-run configuration, read from a TOML file.
+
+A run is fully described by its config plus the run seed: the same file gives the same
+shards, the same seeds and therefore the same candidates, which is what lets a killed run
+resume without changing its results. Example (see ``examples/screen_*.toml``)::
+
+    [run]
+    generator = "pyxtal"            # "default" | "pyxtal" | "path/to/model_dir" | "module:factory"
+    seed = 0
+    shard_size = 16
+    workers = 2
+
+    [[targets]]
+    formula = "NaCl"                # or chemsys = "Li-Fe-O" (then formula is left out)
+    candidates = 32
+    spacegroup = 225                # optional, passed to the generator
+    num_atoms = 8                   # optional, passed to the generator
+
+    [sampling]
+    temperature = 1.0
+
+    [filters]
+    checks = ["all"]                # validator checks that must pass ("all" = the overall verdict)
+    max_atoms = 20
+    spacegroups = []                # allowed space-group numbers of candidates; empty = any
+    min_pass_rate = 0.0             # warn when a target's validity rate is below this
+
+    [novelty]
+    reference = "/work/shared/data/train/pool.csv.gz"   # optional
+
+    [rank]
+    by = "energy"                   # or "log_likelihood"
+    calculator = "chgnet.model.dynamics:CHGNetCalculator"
+    calculator_kwargs = { use_device = "cpu" }
+    relax = true
+
+    [export]
+    top_k = 10
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Target:
+    """One thing to generate for: a formula or a chemical system, and how many candidates."""
+
+    formula: str | None = None
+    chemsys: str | None = None
+    candidates: int = 16
+    spacegroup: int | None = None
+    num_atoms: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.formula is None) == (self.chemsys is None):
+            raise ValueError("each [[targets]] entry needs exactly one of `formula` or `chemsys`")
+        if self.candidates < 1:
+            raise ValueError("`candidates` must be at least 1")
+
+    @property
+    def name(self) -> str:
+        """A stable label: the formula, or the chemical system as written."""
+        return self.formula if self.formula is not None else str(self.chemsys)
+
+    @property
+    def elements(self) -> frozenset[str]:
+        """The elements this target may contain (used to cut the novelty reference down)."""
+        if self.formula is not None:
+            from pymatgen.core import Composition
+
+            return frozenset(el.symbol for el in Composition(self.formula).elements)
+        return frozenset(s.strip() for s in str(self.chemsys).split("-") if s.strip())
+
+
+@dataclass
+class RunConfig:
+    generator: str = "default"
+    seed: int = 0
+    shard_size: int = 16
+    workers: int = 1
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = 1.0
+    batch_size: int | None = None
+
+
+@dataclass
+class FilterConfig:
+    """Which candidates survive validation.
+
+    checks: validator check names that must pass; ``"all"`` means the report's overall verdict.
+        A check a report does not contain counts as failed, so a typo cannot pass silently.
+    """
+
+    checks: list[str] = field(default_factory=lambda: ["all"])
+    max_atoms: int | None = None
+    spacegroups: list[int] = field(default_factory=list)
+    min_pass_rate: float = 0.0
+    symprec: float = 0.1
+
+
+@dataclass
+class NoveltyConfig:
+    reference: str | None = None
+    ltol: float = 0.2
+    stol: float = 0.3
+    angle_tol: float = 5.0
+
+
+@dataclass
+class RankConfig:
+    """How surviving candidates are scored; lower score ranks first.
+
+    by = "log_likelihood": score = -log-likelihood (the model's own confidence).
+    by = "energy": score = energy per atom (eV) from ``calculator`` ("module:factory",
+        called with ``calculator_kwargs``), after a FIRE relaxation when ``relax``.
+    """
+
+    by: str = "log_likelihood"
+    calculator: str | None = None
+    calculator_kwargs: dict[str, Any] = field(default_factory=dict)
+    relax: bool = False
+    fmax: float = 0.1
+    steps: int = 100
+
+    def __post_init__(self) -> None:
+        if self.by not in ("log_likelihood", "energy"):
+            raise ValueError(f"[rank] by must be 'log_likelihood' or 'energy', not {self.by!r}")
+        if self.by == "energy" and not self.calculator:
+            raise ValueError("[rank] by = 'energy' needs calculator = 'module:factory'")
+
+
+@dataclass
+class ExportConfig:
+    top_k: int = 10
+    cif_symprec: float = 0.1
+
+
+@dataclass
+class ScreenConfig:
+    targets: list[Target]
+    run: RunConfig = field(default_factory=RunConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    novelty: NoveltyConfig = field(default_factory=NoveltyConfig)
+    rank: RankConfig = field(default_factory=RankConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def __post_init__(self) -> None:
+        if not self.targets:
+            raise ValueError("a screening config needs at least one [[targets]] entry")
+        if self.run.shard_size < 1:
+            raise ValueError("[run] shard_size must be at least 1")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ScreenConfig":
+        sections = {
+            "run": RunConfig,
+            "sampling": SamplingConfig,
+            "filters": FilterConfig,
+            "novelty": NoveltyConfig,
+            "rank": RankConfig,
+            "export": ExportConfig,
+        }
+        unknown = set(d) - set(sections) - {"targets"}
+        if unknown:
+            raise ValueError(f"unknown config sections: {sorted(unknown)}")
+        kwargs: dict[str, Any] = {name: kind(**d.get(name, {})) for name, kind in sections.items()}
+        return cls(targets=[Target(**t) for t in d.get("targets", [])], **kwargs)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "ScreenConfig":
+        """Read a config file; a relative novelty reference is taken relative to the file."""
+        path = Path(path)
+        with open(path, "rb") as fh:
+            cfg = cls.from_dict(tomllib.load(fh))
+        ref = cfg.novelty.reference
+        if ref and not Path(ref).is_absolute() and not Path(ref).exists():
+            cfg.novelty.reference = str((path.parent / ref).resolve())
+        return cfg

@@ -1,0 +1,176 @@
+"""The screening funnel from config to outputs, resumable shard by shard.
+
+    sample -> validate -> filter -> deduplicate -> novelty -> rank -> export
+
+``run_screen`` plans the shards, runs the missing ones (each written atomically as soon
+as it finishes), then merges all shard files in a fixed order: deduplication across
+shards keeps the earliest copy, ranking sorts by (score, candidate key). Because shard
+seeds are fixed and the merge reads only shard files, a run killed at any point and
+started again ends with exactly the results of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pymatgen.core import Composition, Structure
+
+from crystalgen.screening.config import ScreenConfig
+from crystalgen.screening.executors import run_tasks
+from crystalgen.screening.reference import ReferenceIndex, load_reference
+from crystalgen.screening.shards import atomic_write_bytes, plan_shards, read_shard, shard_path, write_shard
+from crystalgen.screening.stages import STAGES, DedupEntry, deduplicate, make_matcher
+from crystalgen.screening.worker import run_shard
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ScreenResult:
+    """What a finished run produced (also written to RUN_DIR, see ``outputs``).
+
+    candidates: one dict per candidate, in (target, shard, index) order, with the
+        stage it reached, its flags, scores and ``rank`` (1 = best, None = unranked).
+    funnel: per target name (and "total"), candidates left after each stage.
+    seconds: time spent per stage, summed over shards (this run's shards only).
+    """
+
+    config: ScreenConfig
+    candidates: list[dict[str, Any]]
+    funnel: dict[str, dict[str, int]]
+    seconds: dict[str, float] = field(default_factory=dict)
+    shards_run: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def ranked(self) -> list[dict[str, Any]]:
+        """The ranked candidates, best first."""
+        return sorted((c for c in self.candidates if c["rank"] is not None), key=lambda c: c["rank"])
+
+
+def _reference_for_targets(config: ScreenConfig) -> list[ReferenceIndex | None]:
+    """Each target's slice of the reference corpus (only formulas it could produce)."""
+    if not config.novelty.reference:
+        return [None] * len(config.targets)
+    element_sets = [t.elements for t in config.targets]
+    full = load_reference(config.novelty.reference, element_sets)
+    return [_slice(full, elements) for elements in element_sets]
+
+
+def _slice(full: ReferenceIndex, elements: frozenset[str]) -> ReferenceIndex:
+    return {f: e for f, e in full.items() if {el.symbol for el in Composition(f).elements} <= elements}
+
+
+def _check_run_dir(run_dir: Path, config: ScreenConfig) -> None:
+    """Refuse to resume a run folder that was started with a different config."""
+    path = run_dir / "config.json"
+    text = json.dumps(config.as_dict(), indent=2, sort_keys=True)
+    if path.exists():
+        if json.loads(path.read_text()) != json.loads(text):
+            raise ValueError(f"{run_dir} holds a run with a different config; use a new --out folder")
+        return
+    atomic_write_bytes(path, text.encode())
+
+
+def _stage_reached(c: dict[str, Any], has_reference: bool) -> str:
+    if not c["valid"]:
+        return "sampled"
+    if not c["passed_filters"]:
+        return "valid"
+    if c["duplicate_of"] is not None:
+        return "filtered"
+    if has_reference and c.get("known_match") is not None:
+        return "unique"
+    if c.get("score") is None:
+        return "novel"
+    return "ranked"
+
+
+def merge_shards(config: ScreenConfig, payloads: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, dict[str, int]]]:
+    """All shard payloads -> the candidate table (global dedup, ranks) and the funnel."""
+    candidates: list[dict[str, Any]] = []
+    for p in payloads:
+        target = config.targets[p["target_index"]]
+        for c in p["candidates"]:
+            candidates.append({**c, "target": target.name, "target_index": p["target_index"],
+                               "shard_index": p["shard_index"]})
+
+    # Across shards: a candidate that survived its own shard may still repeat an earlier shard's.
+    survivors = [c for c in candidates if c["passed_filters"] and c["duplicate_of"] is None]
+    entries = [DedupEntry(c["key"], c["formula"], Structure.from_dict(c["result"]["structure"])) for c in survivors]
+    dups = deduplicate(entries, make_matcher(config.novelty))
+    for c in survivors:
+        c["duplicate_of"] = dups[c["key"]]
+
+    has_reference = bool(config.novelty.reference)
+    for c in candidates:
+        c["stage"] = _stage_reached(c, has_reference)
+    ranked = sorted((c for c in candidates if c["stage"] == "ranked"), key=lambda c: (c["score"], c["key"]))
+    for c in candidates:
+        c["rank"] = None
+    for i, c in enumerate(ranked, start=1):
+        c["rank"] = i
+
+    funnel: dict[str, dict[str, int]] = {}
+    for name in [t.name for t in config.targets] + ["total"]:
+        mine = [c for c in candidates if name == "total" or c["target"] == name]
+        funnel[name] = {s: sum(STAGES.index(c["stage"]) >= STAGES.index(s) for c in mine) for s in STAGES}
+    return candidates, funnel
+
+
+def run_screen(
+    config: ScreenConfig,
+    run_dir: str | Path,
+    executor: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    write_outputs: bool = True,
+) -> ScreenResult:
+    """Run (or resume) a screening run into ``run_dir`` and write its outputs there."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_run_dir(run_dir, config)
+
+    specs = plan_shards(config)
+    todo = [s for s in specs if not shard_path(run_dir, s).exists()]
+    if len(todo) < len(specs):
+        log.info("resuming: %d of %d shards already finished", len(specs) - len(todo), len(specs))
+    seconds: dict[str, float] = {}
+
+    def on_done(i: int, payload: dict[str, Any]) -> None:
+        write_shard(run_dir, todo[i], payload)
+        for stage, s in payload["seconds"].items():
+            seconds[stage] = seconds.get(stage, 0.0) + s
+
+    if todo:
+        references = _reference_for_targets(config)
+        config_dict = config.as_dict()
+        tasks = [(spec, config_dict, references[spec.target_index]) for spec in todo]
+        run_tasks(run_shard, tasks, on_done, executor=executor, workers=workers or config.run.workers,
+                  address=address, progress=progress)
+
+    payloads = [read_shard(run_dir, s) for s in specs]
+    missing = [s.key for s, p in zip(specs, payloads) if p is None]
+    if missing:
+        raise RuntimeError(f"shards missing after the run: {missing}")
+    candidates, funnel = merge_shards(config, payloads)  # type: ignore[arg-type]
+
+    result = ScreenResult(config, candidates, funnel, seconds, shards_run=len(todo))
+    for t in config.targets:
+        f = funnel[t.name]
+        rate = f["valid"] / f["sampled"] if f["sampled"] else 0.0
+        if rate < config.filters.min_pass_rate:
+            result.warnings.append(f"{t.name}: validity pass rate {rate:.2f} below min_pass_rate "
+                                   f"{config.filters.min_pass_rate:.2f}")
+    for w in result.warnings:
+        log.warning(w)
+
+    if write_outputs:
+        from crystalgen.screening.outputs import write_outputs as _write
+
+        _write(result, run_dir)
+    return result
