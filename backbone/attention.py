@@ -1,0 +1,81 @@
+"""Gated full attention of Qwen3.5 / Intern-S2: GQA with q/k RMSNorm, partial
+rotary (RoPE or FoPE) and a sigmoid output gate that ``q_proj`` produces next to
+the query (per head: ``[query | gate]``)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cache import DecodingCache
+from .config import BackboneConfig
+from .fope import apply_rotary
+from .norms import RMSNorm
+
+
+def attention_mask_4d(
+    key_mask: torch.Tensor | None, q_len: int, k_len: int, offset: int, device: torch.device
+) -> torch.Tensor:
+    """Boolean (B or 1, 1, q_len, k_len) mask: causal, padded keys hidden.
+
+    Query ``t`` sits at absolute slot ``offset + t``. Each query always sees itself, so
+    the rows of padding queries never become all-masked (no NaN); real queries never
+    see padding keys, so padding cannot leak into real positions.
+    """
+    q_pos = torch.arange(q_len, device=device)[:, None] + offset
+    k_pos = torch.arange(k_len, device=device)[None, :]
+    mask = (k_pos <= q_pos)[None, None]
+    if key_mask is not None:
+        mask = mask & key_mask[:, None, None, :k_len]
+        mask = mask | (k_pos == q_pos)[None, None]
+    return mask
+
+
+class GatedAttention(nn.Module):
+    """Parameter names follow HF ``Qwen3NextAttention``: q_proj, k_proj, v_proj, o_proj, q_norm, k_norm."""
+
+    def __init__(self, cfg: BackboneConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.num_heads = cfg.num_attention_heads
+        self.num_kv_heads = cfg.num_key_value_heads
+        self.head_dim = hd = cfg.head_dim
+        h, bias = cfg.hidden_size, cfg.attention_bias
+        self.q_proj = nn.Linear(h, self.num_heads * hd * 2, bias=bias)
+        self.k_proj = nn.Linear(h, self.num_kv_heads * hd, bias=bias)
+        self.v_proj = nn.Linear(h, self.num_kv_heads * hd, bias=bias)
+        self.o_proj = nn.Linear(self.num_heads * hd, h, bias=bias)
+        self.q_norm = RMSNorm(hd, cfg.rms_norm_eps)
+        self.k_norm = RMSNorm(hd, cfg.rms_norm_eps)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rotary: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        cache: DecodingCache | None = None,
+    ) -> torch.Tensor:
+        b, t, _ = x.shape
+        q, gate = self.q_proj(x).view(b, t, self.num_heads, 2 * self.head_dim).chunk(2, dim=-1)
+        gate = gate.reshape(b, t, -1)
+        q = self.q_norm(q).transpose(1, 2)
+        k = self.k_norm(self.k_proj(x).view(b, t, self.num_kv_heads, self.head_dim)).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        cos, sin = rotary
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+
+        offset, key_mask = 0, attention_mask
+        if cache is not None:
+            offset = cache.length
+            k, v, key_mask = cache.append_attention(self.layer_idx, k, v)
+        rep = self.num_heads // self.num_kv_heads
+        if rep > 1:
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        if key_mask is None and offset == 0:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            mask = attention_mask_4d(key_mask, t, k.shape[2], offset, x.device)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = out.transpose(1, 2).reshape(b, t, -1) * torch.sigmoid(gate)
+        return self.o_proj(out)
