@@ -1,0 +1,372 @@
+"""Grammar of the crystal sequence: what may come next, so generation stays legal.
+
+`state = Grammar.start(prefix_tokens)` reads a prefix (ending in `<plan>`); then, at every
+position, `state.next_allowed()` returns a read-only boolean mask over the vocabulary
+(token position) or a `ValueSlot` (value position), and `state.advance(token, value)` steps.
+
+With a composition in the prefix, Wyckoff letters are masked so that every element's
+orbit multiplicities can still sum exactly to count x Z (`feasibility.feasible`, fixed
+positions usable once), Z to what `<fu:k>` x centring and `max_atoms` allow, and space
+groups / crystal systems to those with at least one legal completion. Without a
+composition (de novo), elements come in canonical order, each element's atom count is a
+multiple of Z and the total stays within `max_atoms`. Masks are cached per state key.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from crystalgen.representation import vocab as V
+from crystalgen.representation.build_tables import LETTERS, SYSTEMS
+from crystalgen.representation.feasibility import feasible, group_info, next_state
+from crystalgen.representation.sequence import (
+    LATTICE_KINDS,
+    VK_COORD,
+    derived_coordinate,
+    derived_lattice_value,
+)
+from crystalgen.representation.tables import SPACE_GROUPS, element_order_key
+
+DEFAULT_MAX_ATOMS = 60
+
+
+class NoLegalCompletion(ValueError):
+    """No sequence continuing this prefix/state satisfies the grammar."""
+
+
+@dataclass(frozen=True)
+class ValueSlot:
+    kind: int  # VK_LENGTH, VK_ANGLE or VK_COORD
+    free: bool
+    derived_value: float | None
+    token: int = 0  # the value-kind token to feed at this position
+
+
+# ---- cached masks
+
+def _mask(ids) -> np.ndarray:
+    m = np.zeros(V.VOCAB_SIZE, bool)
+    m[list(ids)] = True
+    m.setflags(write=False)
+    return m
+
+
+@lru_cache(maxsize=None)
+def _onehot(tok: int) -> np.ndarray:
+    return _mask([tok])
+
+
+_VPA_IDS = tuple(range(V.VPA0, V.VPA0 + V.N_VPA))
+_OX_MASK = _mask(range(V.OX0, V.OX0 + V.OX_MAX - V.OX_MIN + 1))
+_EL_KEYS = [element_order_key(e) for e in V.ELEMENTS]
+
+
+@lru_cache(maxsize=None)
+def _cached_mask(ids: tuple[int, ...]) -> np.ndarray:
+    return _mask(ids)
+
+
+@lru_cache(maxsize=4096)
+def _csp_options(counts: tuple[int, ...], fu: int | None, max_atoms: int) -> dict[int, tuple[int, ...]]:
+    """Space group -> legal Z values for a reduced composition (and optional primitive fu)."""
+    n_formula = sum(counts)
+    options = {}
+    for sg in range(1, 231):
+        centring = SPACE_GROUPS[sg].centring
+        zs = [fu * centring] if fu else range(1, V.MAX_Z + 1)
+        ok = tuple(
+            z for z in zs
+            if z <= V.MAX_Z and z * n_formula <= max_atoms and feasible(sg, tuple(c * z for c in counts))
+        )
+        if ok:
+            options[sg] = ok
+    return options
+
+
+@lru_cache(maxsize=None)
+def _gen_z_options(sg: int, max_atoms: int) -> tuple[int, ...]:
+    _, _, reach, _ = group_info(sg)
+    return tuple(z for z in range(1, V.MAX_Z + 1) if any(reach[k] for k in range(z, max_atoms + 1, z)))
+
+
+@lru_cache(maxsize=200_000)
+def _gen_can_close(sg: int, total: int, z: int, budget: int, min_wp: int, avail: int) -> bool:
+    """De novo: can an element holding `total` atoms grow to a positive multiple of Z within budget?"""
+    for extra in range((-total) % z, budget + 1, z):
+        if total + extra > 0 and feasible(sg, (extra,), min_wp, avail):
+            return True
+    return False
+
+
+# ---- the state machine
+
+(CS, SG, ZED, EL, OX, WY, WYM, PLAN_END, LAT, LATV, SITE_EL, SITE_WY, SITE_V, EOS, DONE) = range(15)
+
+
+class Grammar:
+    """One sequence's grammar state. Build with `Grammar.start(prefix)` (or `Grammar(prefix)`)."""
+
+    __slots__ = (
+        "max_atoms", "task", "comp", "fu", "given_sg", "options", "phase", "sg", "z", "plan",
+        "cur_left", "cur_total", "min_wp", "avail", "atoms_done", "values", "site", "sites", "_allowed",
+        "_chosen_system",
+    )
+
+    def __init__(self, prefix_tokens, max_atoms: int = DEFAULT_MAX_ATOMS) -> None:
+        self.max_atoms = max_atoms
+        self._read_prefix([int(t) for t in prefix_tokens])
+        self.phase = CS
+        self.sg = self.z = 0
+        self.plan: list[tuple[str, int, list[int]]] = []  # (element, oxidation, WP indices)
+        self.cur_left = self.cur_total = self.min_wp = self.avail = self.atoms_done = 0
+        self.values: list[float] = []
+        self.site = 0
+        self.sites: list[tuple[str, int]] = []
+        self._allowed = None
+        self._chosen_system = ""
+        if self.comp is not None:
+            counts = tuple(n for _, n in self.comp)
+            self.options = _csp_options(counts, self.fu, max_atoms)
+            if self.given_sg:
+                self.options = {s: zs for s, zs in self.options.items() if s == self.given_sg}
+            if not self.options:
+                formula = "".join(f"{e}{n}" for e, n in self.comp)
+                where = f" in space group {self.given_sg}" if self.given_sg else ""
+                fu = f" with {self.fu} formula units per primitive cell" if self.fu else ""
+                raise NoLegalCompletion(
+                    f"{formula}{fu} cannot be placed on Wyckoff positions{where} within "
+                    f"{max_atoms} atoms per conventional cell (Z <= {V.MAX_Z})"
+                )
+        else:
+            sgs = [self.given_sg] if self.given_sg else range(1, 231)
+            self.options = {s: _gen_z_options(s, max_atoms) for s in sgs}
+            self.options = {s: zs for s, zs in self.options.items() if zs}
+            if not self.options:
+                raise NoLegalCompletion(f"space group {self.given_sg} cannot hold a crystal within {max_atoms} atoms")
+
+    @classmethod
+    def start(cls, prefix_tokens, max_atoms: int = DEFAULT_MAX_ATOMS) -> "Grammar":
+        """Grammar state just after `prefix_tokens` (raises NoLegalCompletion)."""
+        return cls(prefix_tokens, max_atoms)
+
+    def _read_prefix(self, toks: list[int]) -> None:
+        if len(toks) < 3 or toks[0] != V.BOS or toks[-1] != V.PLAN or toks[1] not in V.TASKS.values():
+            raise ValueError("prefix must be <bos> <task:*> ... <plan>")
+        self.task = "csp" if toks[1] == V.TASK_CSP else "gen"
+        comp, i = [], 2
+        while V.in_range(toks[i], V.EL0, len(V.ELEMENTS)):
+            if not V.in_range(toks[i + 1], V.CNT0, V.MAX_COUNT):
+                raise ValueError(f"element token at {i} not followed by a count")
+            comp.append((V.token_element(toks[i]), toks[i + 1] - V.CNT0 + 1))
+            i += 2
+        self.comp = comp or None
+        if comp and [e for e, _ in comp] != sorted((e for e, _ in comp), key=element_order_key):
+            raise ValueError("prefix composition must list elements in canonical order (see Conditioning)")
+        self.fu = self.given_sg = None
+        if V.in_range(toks[i], V.FU0, V.MAX_FU):
+            if not comp:
+                raise ValueError("<fu:k> needs a composition")
+            self.fu = toks[i] - V.FU0 + 1
+            i += 1
+        if V.in_range(toks[i], V.SG0, 230):
+            self.given_sg = toks[i] - V.SG0 + 1
+            i += 1
+        if i != len(toks) - 1:
+            raise ValueError(f"unexpected prefix token {V.TOKENS[toks[i]]} at {i}")
+
+    def copy(self) -> "Grammar":
+        new = object.__new__(Grammar)
+        for name in self.__slots__:
+            setattr(new, name, getattr(self, name))
+        new.plan = [(e, q, list(ws)) for e, q, ws in self.plan]
+        new.values = list(self.values)
+        new.sites = list(self.sites)
+        return new
+
+    @property
+    def done(self) -> bool:
+        return self.phase == DONE
+
+    # -- what may come next
+
+    def next_allowed(self) -> np.ndarray | ValueSlot:
+        if self._allowed is None:
+            self._allowed = self._compute()
+            if isinstance(self._allowed, np.ndarray) and not self._allowed.any():
+                raise NoLegalCompletion("no legal token at this position")
+        return self._allowed
+
+    def _compute(self) -> np.ndarray | ValueSlot:
+        ph = self.phase
+        if ph == CS:
+            return _cached_mask(tuple(sorted({V.CS0 + SYSTEMS.index(SPACE_GROUPS[s].system) for s in self.options})))
+        if ph == SG:
+            return _cached_mask(tuple(V.SG0 + s - 1 for s in self.options if SPACE_GROUPS[s].system == self._system))
+        if ph == ZED:
+            return _cached_mask(tuple(V.Z0 + z - 1 for z in self.options[self.sg]))
+        if ph == EL:
+            return _cached_mask(self._element_or_end())
+        if ph == OX:
+            return _OX_MASK
+        if ph in (WY, WYM):
+            return self._wyckoff_mask()
+        if ph == PLAN_END:
+            return _onehot(V.END_PLAN)
+        if ph == LAT:
+            return _onehot(V.LAT)
+        if ph == LATV:
+            i = len(self.values)
+            d = derived_lattice_value(SPACE_GROUPS[self.sg].system, i, self.values)
+            return ValueSlot(LATTICE_KINDS[i], d is None, d, V.V0 + i)
+        if ph == SITE_EL:
+            return _onehot(V.element_token(self.sites[self.site][0]))
+        if ph == SITE_WY:
+            return _onehot(V.WY0 + LETTERS.index(SPACE_GROUPS[self.sg].letters[self.sites[self.site][1]]))
+        if ph == SITE_V:
+            i = len(self.values)
+            d = derived_coordinate(self.sg, self.sites[self.site][1], i, self.values)
+            return ValueSlot(VK_COORD, d is None, d, V.V0 + 6 + i)
+        if ph == EOS:
+            return _onehot(V.EOS)
+        return _cached_mask(())
+
+    @property
+    def _system(self) -> str:
+        return self._chosen_system
+
+    def _element_or_end(self) -> tuple[int, ...]:
+        """Tokens that may open the next plan element, plus `<vpa:*>` when the plan may end."""
+        k = len(self.plan)
+        if self.comp is not None:
+            return (V.element_token(self.comp[k][0]),) if k < len(self.comp) else _VPA_IDS
+        ids: list[int] = list(_VPA_IDS) if k else []
+        budget = self.max_atoms - self.atoms_done
+        if budget >= self.z and _gen_can_close(self.sg, 0, self.z, budget, 0, self.avail):
+            last = element_order_key(self.plan[-1][0]) if k else (float("-inf"), 0)
+            ids += [V.EL0 + i for i, key in enumerate(_EL_KEYS) if key > last]
+        return tuple(ids)
+
+    def _wyckoff_mask(self) -> np.ndarray:
+        key = (self.sg, self.phase, self._remaining(), self.cur_total, self.min_wp, self.avail,
+               self.z, self.max_atoms - self.atoms_done, len(self.plan))
+        mask = _WY_CACHE.get(key)
+        if mask is None:
+            mask = self._wyckoff_mask_uncached()
+            if len(_WY_CACHE) > 500_000:
+                _WY_CACHE.clear()
+            _WY_CACHE[key] = mask
+        return mask
+
+    def _remaining(self) -> tuple[int, ...] | None:
+        if self.comp is None:
+            return None
+        k = len(self.plan) - 1  # the element being written
+        return (self.cur_left,) + tuple(n * self.z for _, n in self.comp[k + 1:])
+
+    def _wyckoff_mask_uncached(self) -> np.ndarray:
+        mult, fixed, _, _ = group_info(self.sg)
+        letters = SPACE_GROUPS[self.sg].letters
+        ids: list[int] = []
+        rem = self._remaining()
+        budget = self.max_atoms - self.atoms_done - self.cur_total
+        for w in range(self.min_wp, len(mult)):
+            m = mult[w]
+            if fixed[w] and not self.avail >> w & 1:
+                continue
+            min_wp, avail = next_state(self.sg, w, self.avail)
+            if rem is not None:
+                ok = m <= rem[0] and feasible(self.sg, (rem[0] - m,) + rem[1:], min_wp, avail)
+            else:
+                ok = m <= budget and _gen_can_close(self.sg, self.cur_total + m, self.z, budget - m, min_wp, avail)
+            if ok:
+                ids.append(V.WY0 + LETTERS.index(letters[w]))
+        if self.phase == WYM and (rem[0] == 0 if rem is not None else self.cur_total % self.z == 0):
+            ids += self._element_or_end_after_current()
+        return _cached_mask(tuple(sorted(ids)))
+
+    def _element_or_end_after_current(self) -> tuple[int, ...]:
+        saved = self.atoms_done
+        self.atoms_done += self.cur_total
+        try:
+            return self._element_or_end()
+        finally:
+            self.atoms_done = saved
+
+    # -- stepping
+
+    def advance(self, token: int, value: float | None = None) -> None:
+        """Consume one position: a token id, or the value-kind token and its value."""
+        allowed = self.next_allowed()
+        token = int(token)
+        if isinstance(allowed, ValueSlot):
+            if token != allowed.token:
+                raise ValueError(f"expected value token {V.TOKENS[allowed.token]}, got {V.TOKENS[token]}")
+            if allowed.free and value is None:
+                raise ValueError("a free value position needs a value")
+            self._advance_value(allowed.derived_value if not allowed.free else float(value))
+        else:
+            if not allowed[token]:
+                raise ValueError(f"token {V.TOKENS[token]} is not allowed here")
+            self._advance_token(token)
+        self._allowed = None
+
+    def _advance_value(self, value: float) -> None:
+        self.values.append(value)
+        if self.phase == LATV and len(self.values) == 6:
+            self.values = []
+            self.phase = SITE_EL
+        elif self.phase == SITE_V and len(self.values) == 3:
+            self.values = []
+            self.site += 1
+            self.phase = SITE_EL if self.site < len(self.sites) else EOS
+
+    def _advance_token(self, tok: int) -> None:
+        ph = self.phase
+        if ph == CS:
+            self._chosen_system = SYSTEMS[tok - V.CS0]
+            self.phase = SG
+        elif ph == SG:
+            self.sg = tok - V.SG0 + 1
+            self.avail = group_info(self.sg)[3]
+            self.phase = ZED
+        elif ph == ZED:
+            self.z = tok - V.Z0 + 1
+            self.phase = EL
+        elif ph in (EL, WYM) and not V.in_range(tok, V.WY0, len(LETTERS)):
+            if ph == WYM:
+                self.atoms_done += self.cur_total
+            if V.in_range(tok, V.VPA0, V.N_VPA):
+                self.phase = PLAN_END
+            else:
+                el = V.token_element(tok)
+                self.plan.append((el, 0, []))
+                self.cur_total, self.min_wp = 0, 0
+                self.cur_left = self.comp[len(self.plan) - 1][1] * self.z if self.comp else 0
+                self.phase = OX
+        elif ph == OX:
+            el, _, ws = self.plan[-1]
+            self.plan[-1] = (el, tok - V.OX0 + V.OX_MIN, ws)
+            self.phase = WY
+        elif ph in (WY, WYM):
+            w = SPACE_GROUPS[self.sg].index(LETTERS[tok - V.WY0])
+            m = group_info(self.sg)[0][w]
+            self.plan[-1][2].append(w)
+            self.cur_total += m
+            self.cur_left -= m
+            self.min_wp, self.avail = next_state(self.sg, w, self.avail)
+            self.phase = WYM
+        elif ph == PLAN_END:
+            self.sites = [(el, w) for el, _, ws in self.plan for w in ws]
+            self.phase = LAT
+        elif ph == LAT:
+            self.phase = LATV
+        elif ph == SITE_EL:
+            self.phase = SITE_WY
+        elif ph == SITE_WY:
+            self.phase = SITE_V
+        elif ph == EOS:
+            self.phase = DONE
+
+_WY_CACHE: dict = {}
