@@ -6,6 +6,7 @@ resume without changing its results. Example (see ``examples/screen_*.toml``)::
 
     [run]
     generator = "pyxtal"            # "default" | "pyxtal" | "path/to/model_dir" | "module:factory"
+    generator_options = { max_atoms = 20 }
     seed = 0
     shard_size = 16
     workers = 2
@@ -79,7 +80,12 @@ class Target:
 
 @dataclass
 class RunConfig:
+    """generator: "default" | "pyxtal" | "path/to/model_dir" | "module:factory";
+    generator_options: keyword arguments for it (e.g. ``{ max_atoms = 12 }`` for pyxtal,
+    ``{ device = "cuda" }`` for the model)."""
+
     generator: str = "default"
+    generator_options: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     shard_size: int = 16
     workers: int = 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import itertools
+import json
 import math
 from typing import Any
 
@@ -105,21 +106,23 @@ class PyXtalTargets:
         return out
 
 
-def _build(spec: str) -> Any:
+def _build(spec: str, options: dict[str, Any]) -> Any:
     if spec == "pyxtal":
-        return PyXtalTargets()
+        return PyXtalTargets(**options)
     if ":" in spec and not spec.startswith(("/", ".")):
-        return import_object(spec)()
+        return import_object(spec)(**options)
     from crystalgen.api import CrystalGenerator
 
-    return CrystalGenerator.from_pretrained(path=None if spec == "default" else spec, device="cpu")
+    return CrystalGenerator.from_pretrained(path=None if spec == "default" else spec, **{"device": "cpu", **options})
 
 
-def load_generator(spec: str) -> Any:
-    """The generator named by ``spec``, built once per process."""
-    if spec not in _CACHE:
-        _CACHE[spec] = _build(spec)
-    return _CACHE[spec]
+def load_generator(spec: str, options: dict[str, Any] | None = None) -> Any:
+    """The generator named by ``spec`` (built with ``options``), built once per process."""
+    options = dict(options or {})
+    key = spec + json.dumps(options, sort_keys=True)
+    if key not in _CACHE:
+        _CACHE[key] = _build(spec, options)
+    return _CACHE[key]
 
 
 def sample_target(

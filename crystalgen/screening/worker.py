@@ -48,7 +48,8 @@ def run_shard(spec: ShardSpec, config_dict: dict[str, Any], reference: Reference
     target = config.targets[spec.target_index]
     clock = _Clock()
 
-    results = sample_target(load_generator(config.run.generator), target, spec.count, spec.seed, config.sampling)
+    generator = load_generator(config.run.generator, config.run.generator_options)
+    results = sample_target(generator, target, spec.count, spec.seed, config.sampling)
     clock.lap("sample")
 
     validate_results(results, target)
