@@ -29,9 +29,11 @@ def group_info(sg: int) -> tuple[tuple[int, ...], tuple[bool, ...], np.ndarray, 
     fixed = tuple(bool(f) for f in t.fixed)
     reach = np.zeros(REACH_LIMIT + 1, bool)
     reach[0] = True
-    for m in sorted(set(mult)):
-        for n in range(m, REACH_LIMIT + 1):
-            reach[n] |= reach[n - m]
+    for m in sorted(set(mult)):  # closure under adding m: shifts by m, 2m, 4m, ...
+        step = m
+        while step <= REACH_LIMIT:
+            reach[step:] |= reach[:-step].copy()
+            step *= 2
     all_fixed = sum(1 << w for w, f in enumerate(fixed) if f)
     return mult, fixed, reach, all_fixed
 

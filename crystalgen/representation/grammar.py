@@ -161,7 +161,7 @@ class Grammar:
                 raise ValueError(f"element token at {i} not followed by a count")
             comp.append((V.token_element(toks[i]), toks[i + 1] - V.CNT0 + 1))
             i += 2
-        self.comp = comp or None
+        self.comp = tuple(comp) or None
         if comp and [e for e, _ in comp] != sorted((e for e, _ in comp), key=element_order_key):
             raise ValueError("prefix composition must list elements in canonical order (see Conditioning)")
         self.fu = self.given_sg = None
@@ -250,7 +250,7 @@ class Grammar:
 
     def _wyckoff_mask(self) -> np.ndarray:
         key = (self.sg, self.phase, self._remaining(), self.cur_total, self.min_wp, self.avail,
-               self.z, self.max_atoms - self.atoms_done, len(self.plan))
+               self.z, self.max_atoms - self.atoms_done, len(self.plan), self.plan[-1][0], self.comp)
         mask = _WY_CACHE.get(key)
         if mask is None:
             mask = self._wyckoff_mask_uncached()

@@ -159,6 +159,31 @@ def _check_range(name: str, n: int, hi: int) -> None:
         raise EncodeError(f"{name} = {n} outside the vocabulary's 1..{hi}")
 
 
+def encode_prefix(condition: Conditioning, task: str = "csp") -> np.ndarray:
+    """Prefix tokens `<bos> <task:*> [<el:X> <cnt:n>]* [<fu:k>] [<sg:N>] <plan>`.
+
+    The composition must be reduced (gcd 1); it is written in canonical element order.
+    """
+    toks = [V.BOS, V.TASKS[task]]
+    if condition.composition:
+        comp = condition.composition
+        g = 0
+        for n in comp.values():
+            g = math.gcd(g, int(n))
+        if g != 1:
+            raise EncodeError(f"composition {comp} is not reduced; give formula units separately")
+        for el in sorted(comp, key=element_order_key):
+            _check_range("count", int(comp[el]), V.MAX_COUNT)
+            toks += [V.element_token(el), V.CNT0 + int(comp[el]) - 1]
+    if condition.formula_units:
+        _check_range("formula units", condition.formula_units, V.MAX_FU)
+        toks.append(V.FU0 + condition.formula_units - 1)
+    if condition.spacegroup:
+        toks.append(V.SG0 + condition.spacegroup - 1)
+    toks.append(V.PLAN)
+    return np.array(toks, np.int64)
+
+
 def encode(
     crystal: WyckoffCrystal,
     oxidation: dict[str, int] | None = None,
@@ -171,26 +196,15 @@ def encode(
     counts = _ordered_counts(crystal)
     z = crystal.formula_units()
     cond = condition if condition is not None else Conditioning.for_task(crystal, task)
+    if cond.composition and {e: n * z for e, n in cond.composition.items()} != counts:
+        raise EncodeError(f"conditioning composition {cond.composition} does not match {counts}")
+    if cond.formula_units and cond.formula_units * table.centring != z:
+        raise EncodeError(f"formula units {cond.formula_units} x centring {table.centring} != Z {z}")
+    if cond.spacegroup and cond.spacegroup != crystal.spacegroup:
+        raise EncodeError("conditioning space group differs from the crystal's")
     b = _Builder()
-    b.tok(V.BOS)
-    b.tok(V.TASKS[task])
-    if cond.composition:
-        if list(cond.composition) != list(counts) or any(counts[e] != n * z for e, n in cond.composition.items()):
-            raise EncodeError(f"conditioning composition {cond.composition} does not match {counts}")
-        for el, n in cond.composition.items():
-            _check_range("count", n, V.MAX_COUNT)
-            b.tok(V.element_token(el))
-            b.tok(V.CNT0 + n - 1)
-    if cond.formula_units:
-        if cond.formula_units * table.centring != z:
-            raise EncodeError(f"formula units {cond.formula_units} x centring {table.centring} != Z {z}")
-        _check_range("formula units", cond.formula_units, V.MAX_FU)
-        b.tok(V.FU0 + cond.formula_units - 1)
-    if cond.spacegroup:
-        if cond.spacegroup != crystal.spacegroup:
-            raise EncodeError("conditioning space group differs from the crystal's")
-        b.tok(V.SG0 + cond.spacegroup - 1)
-    b.tok(V.PLAN)
+    for t in encode_prefix(cond, task):
+        b.tok(int(t))
     # plan
     given_sg = cond.spacegroup is not None
     _check_range("Z", z, V.MAX_Z)
