@@ -1,0 +1,75 @@
+"""`crystalgen validate PATH... [--json OUT]`: check structures and print pass rates.
+
+PATH may be CIF files, folders of CIFs, CSV/CSV.gz files with a `cif` column,
+extxyz or matbench json.gz files. An unreadable file or entry is reported on
+stderr and skipped; the exit status is 1 if anything could not be read.
+The JSON shape (`summary`, `structures`) is read by other tools: keep it stable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from crystalgen.data.readers import ReaderError, read_structures
+from crystalgen.validators import CHECK_NAMES, validate_many
+
+
+def _format_rate(rate: float | None) -> str:
+    return "   n/a" if rate is None else f"{100 * rate:6.1f}%"
+
+
+def print_table(summary: dict[str, Any]) -> None:
+    """A plain pass-rate table, one row per check and one for the overall verdict."""
+    click.echo(f"{'check':<12} {'pass rate':>9}")
+    for name in (*CHECK_NAMES, "pass"):
+        label = "overall" if name == "pass" else name
+        click.echo(f"{label:<12} {_format_rate(summary.get(name)):>9}")
+    click.echo(f"{'structures':<12} {summary['n']:>9}")
+
+
+@click.command(name="validate")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="write the full report as JSON")
+@click.option("--workers", type=int, default=None, help="processes to validate with (default: all cores)")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def command(paths: tuple[Path, ...], json_out: Path | None, workers: int | None, quiet: bool) -> None:
+    """Validate crystal structures (distances, lattice, SMACT charge neutrality, symmetry)."""
+    ids, structures, errors = [], [], []
+    for path in paths:
+        try:
+            for record in read_structures(path):
+                if record.error is not None:
+                    errors.append({"path": str(path), "id": record.id, "error": record.error})
+                    click.echo(f"error: {path} [{record.id}]: {record.error}", err=True)
+                else:
+                    ids.append(record.id)
+                    structures.append(record.structure)
+        except ReaderError as exc:
+            errors.append({"path": str(path), "id": None, "error": str(exc)})
+            click.echo(f"error: {exc}", err=True)
+
+    batch = validate_many(structures, workers=workers, progress=not quiet)
+    print_table(batch.summary)
+    if errors:
+        click.echo(f"{len(errors)} file(s) or entries could not be read (see above)", err=True)
+    if json_out is not None:
+        document = {
+            "summary": batch.summary,
+            "structures": [{"id": i, **r.as_dict()} for i, r in zip(ids, batch.reports)],
+            "errors": errors,
+        }
+        json_out.write_text(json.dumps(document, indent=1, default=_json_default))
+        click.echo(f"wrote {json_out}")
+    sys.exit(1 if errors else 0)
+
+
+def _json_default(value: Any) -> Any:
+    """numpy scalars and other stragglers as plain JSON values."""
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
