@@ -5,7 +5,6 @@ from __future__ import annotations
 from pymatgen.core import Composition, Structure
 
 from crystalgen.validators.cell import Cell, as_cell
-
 from crystalgen.validators.result import CheckResult
 
 

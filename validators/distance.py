@@ -12,7 +12,6 @@ from ase.data import covalent_radii
 from pymatgen.core import Lattice, Structure
 
 from crystalgen.validators.cell import Cell, as_cell
-
 from crystalgen.validators.result import CheckResult
 
 MIN_DISTANCE_A = 0.5

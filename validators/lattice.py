@@ -7,7 +7,6 @@ from ase.data import atomic_masses
 from pymatgen.core import Structure
 
 from crystalgen.validators.cell import Cell, as_cell
-
 from crystalgen.validators.result import CheckResult
 
 MIN_VOLUME_A3 = 0.1

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import spglib
 from pymatgen.core import Structure
 
 from crystalgen.validators.cell import Cell, as_cell
-
 from crystalgen.validators.result import CheckResult
 
 SYMPRECS: tuple[float, float] = (0.1, 0.01)
@@ -16,7 +17,9 @@ def spacegroup_number(structure: Structure | Cell, symprec: float) -> int | None
     """spglib's international space-group number, or None when spglib cannot analyse the cell."""
     try:
         cell = as_cell(structure)
-        dataset = spglib.get_symmetry_dataset((cell.matrix, cell.frac, cell.numbers), symprec=symprec)
+        with warnings.catch_warnings():  # spglib warns about its old error handling when it finds nothing
+            warnings.simplefilter("ignore", DeprecationWarning)
+            dataset = spglib.get_symmetry_dataset((cell.matrix, cell.frac, cell.numbers), symprec=symprec)
     except Exception:
         return None
     return None if dataset is None else int(dataset.number)
