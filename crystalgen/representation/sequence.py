@@ -310,9 +310,8 @@ class _Reader:
 
 
 def _read_plan(r: _Reader) -> Plan:
-    while r.peek() is not None and r.peek() != V.PLAN:
-        r.i += 1
-    r.take(V.PLAN, what="<plan>")
+    if V.PLAN in r.tokens:  # a whole sequence; otherwise the plan body itself
+        r.i = r.tokens.index(V.PLAN) + 1
     system = SYSTEMS[r.take(V.CS0, len(SYSTEMS), "crystal system")]
     sg = r.take(V.SG0, 230, "space group") + 1
     table = SPACE_GROUPS[sg]
@@ -341,7 +340,7 @@ def _read_plan(r: _Reader) -> Plan:
 
 
 def decode_plan(tokens) -> Plan:
-    """The reasoning plan of a sequence (prefix optional); raises DecodeError."""
+    """The reasoning plan of a whole sequence, or of one starting after `<plan>`; raises DecodeError."""
     return _read_plan(_Reader(tokens, None))
 
 
