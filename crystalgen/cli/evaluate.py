@@ -1,0 +1,140 @@
+"""`crystalgen evaluate csp|dng`: literature-comparable scores, with a PyXtal row beside.
+
+Both commands score the chosen generator (the shipped model by default, `--model PATH`
+for another checkpoint, or `--baseline pyxtal|oracle`) and, unless `--no-compare`, the
+PyXtal baseline in the same run by the same code. They print a table and write JSON
+(`--json`) and a PNG summary (`--png`).
+"""
+
+from __future__ import annotations
+
+import click
+
+CSP_COLUMNS = ["match_rate", "rmse", "n_test", "n_samples", "validity", "pass_rate", "seconds_generate", "seconds_score"]
+DNG_COLUMNS = [
+    "structural_validity", "compositional_validity", "pass_rate", "fraction_p1", "uniqueness",
+    "novelty", "cov_recall", "cov_precision", "wdist_density", "wdist_num_elems",
+]
+
+
+def _generators(model: str | None, baseline: str | None, compare: bool, oracle_structures, pyxtal_pool=None):
+    """[(name, generator)], the primary first; the model is imported only if used."""
+    from crystalgen.evaluation.baseline import PyXtalBaseline
+    from crystalgen.evaluation.oracle import OracleGenerator
+    from crystalgen.evaluation.protocol import load_model_generator
+
+    if baseline == "pyxtal":
+        primary = PyXtalBaseline(pyxtal_pool)
+    elif baseline == "oracle":
+        primary = OracleGenerator(oracle_structures)
+    else:
+        primary = load_model_generator(model)
+    out = [("model" if baseline is None else baseline, primary)]
+    if compare and baseline != "pyxtal":
+        out.append(("pyxtal", PyXtalBaseline(pyxtal_pool)))
+    return out
+
+
+def _common(f):
+    options = [
+        click.option("--model", "model", type=click.Path(), default=None,
+                     help="Model checkpoint to evaluate (default: the shipped model)."),
+        click.option("--baseline", type=click.Choice(["pyxtal", "oracle"]), default=None,
+                     help="Evaluate a baseline instead of the model (oracle = the test crystals themselves)."),
+        click.option("--compare/--no-compare", default=True, show_default=True,
+                     help="Also score the PyXtal baseline in the same run."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed for generation and subsets."),
+        click.option("--workers", type=int, default=2, show_default=True, help="Processes for scoring (and the baseline)."),
+        click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write all figures and settings here."),
+        click.option("--png", "png_out", type=click.Path(dir_okay=False), default=None, help="Write the PNG summary here."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@click.group("evaluate")
+def command() -> None:
+    """Score generators with the field's CSP and de novo metrics."""
+
+
+@command.command("csp")
+@click.option("--test", "test_path", type=click.Path(exists=True), required=True, help="Test crystals (CSV with cif column, ...).")
+@click.option("--samples", "n_samples", type=int, default=1, show_default=True, help="Candidates per test crystal (K).")
+@click.option("--limit", type=int, default=None, help="Score a seeded random subset of this many test crystals.")
+@_common
+def csp(test_path, n_samples, limit, model, baseline, compare, seed, workers, json_out, png_out) -> None:
+    """Crystal structure prediction: match rate and RMSE (CDVAE / DiffCSP protocol)."""
+    from crystalgen.evaluation.csp import CSPConfig, csp_settings, evaluate_csp
+    from crystalgen.evaluation.datasets import load_structures
+    from crystalgen.evaluation.plots import summary_png
+    from crystalgen.evaluation.report import build_report, format_table, write_json
+
+    test = load_structures(test_path, limit=limit, seed=seed, workers=workers)
+    config = CSPConfig(n_samples=n_samples, seed=seed, workers=workers)
+    rows, densities = {}, {}
+    for name, generator in _generators(model, baseline, compare, test.structures):
+        run = evaluate_csp(generator, test.structures, config)
+        rows[name] = run.summary
+        densities[name] = [c.density for item in run.items for c in item.candidates if c is not None]
+    settings = csp_settings(config, test_path, len(test.structures), limit)
+    settings["n_unparsable"] = test.n_unparsable
+    report = build_report(settings, rows, primary=next(iter(rows)))
+    click.echo(format_table(rows, CSP_COLUMNS))
+    if json_out:
+        click.echo(f"wrote {write_json(json_out, report)}")
+    if png_out:
+        ref = [s.density for s in test.structures]
+        path = summary_png(png_out, rows, densities, ref, title=f"CSP, K={n_samples}, {len(test.structures)} test crystals")
+        click.echo(f"wrote {path}")
+
+
+@command.command("dng")
+@click.option("-n", "n", type=int, default=1000, show_default=True, help="Crystals to generate.")
+@click.option("--test", "test_path", type=click.Path(exists=True), default=None,
+              help="Test crystals: reference for Wasserstein distances and coverage.")
+@click.option("--train", "train_path", type=click.Path(exists=True), default=None,
+              help="Training crystals: reference for novelty (and the PyXtal baseline's compositions).")
+@click.option("--test-limit", type=int, default=None, help="Use a seeded random subset of the test crystals.")
+@click.option("--no-coverage", is_flag=True, help="Skip COV-R/COV-P (CrystalNN fingerprints are slow).")
+@_common
+def dng(n, test_path, train_path, test_limit, no_coverage, model, baseline, compare, seed, workers, json_out, png_out) -> None:
+    """De novo generation: validity, uniqueness, novelty, coverage, Wasserstein distances."""
+    from crystalgen.evaluation.datasets import load_structures
+    from crystalgen.evaluation.dng import DNGConfig, dng_settings, evaluate_dng, score_reference
+    from crystalgen.evaluation.fingerprints import fingerprint_unavailable_reason
+    from crystalgen.evaluation.plots import summary_png
+    from crystalgen.evaluation.report import build_report, format_table, write_json
+
+    config = DNGConfig(n=n, seed=seed, workers=workers, coverage=not no_coverage)
+    test = load_structures(test_path, limit=test_limit, seed=seed, workers=workers) if test_path else None
+    train = load_structures(train_path, workers=workers) if train_path else None
+    with_fp = config.coverage and fingerprint_unavailable_reason() is None
+    reference = score_reference(test.structures, with_fp, workers) if test else None
+    pool_source = train or test
+    if (baseline == "pyxtal" or (compare and baseline != "pyxtal")) and pool_source is None:
+        raise click.UsageError("the PyXtal baseline draws compositions from --train or --test: give one")
+    if baseline == "oracle" and test is None:
+        raise click.UsageError("the oracle samples the test crystals: give --test")
+    pool = [s.composition for s in pool_source.structures] if pool_source else None
+
+    rows, densities = {}, {}
+    for name, generator in _generators(model, baseline, compare, test.structures if test else [], pool):
+        run = evaluate_dng(generator, config, reference, train.structures if train else None)
+        rows[name] = run.summary
+        densities[name] = [s.density for s in run.scores if s is not None and s.valid]
+    settings = dng_settings(
+        config, test_path, train_path,
+        test_limit=test_limit,
+        n_test=len(test.structures) if test else None,
+        n_train=len(train.structures) if train else None,
+        pyxtal_compositions=("training set" if train else "test set") if pool_source else None,
+    )
+    report = build_report(settings, rows, primary=next(iter(rows)))
+    click.echo(format_table(rows, DNG_COLUMNS))
+    if json_out:
+        click.echo(f"wrote {write_json(json_out, report)}")
+    if png_out:
+        ref = [s.density for s in reference.scores] if reference else None
+        path = summary_png(png_out, rows, densities, ref, title=f"de novo, n={n}")
+        click.echo(f"wrote {path}")

@@ -1,0 +1,50 @@
+"""A process-pool map with a progress bar, used for StructureMatcher and validation.
+
+Scoring is CPU-bound pure Python (pymatgen), so threads do not help; processes do.
+`workers <= 1` runs in this process, which keeps tests and debugging simple.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import TypeVar
+
+from tqdm import tqdm
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def parallel_map(
+    fn: Callable[[T], R],
+    items: Sequence[T] | Iterable[T],
+    workers: int = 1,
+    desc: str | None = None,
+    chunksize: int = 4,
+    progress: bool = True,
+) -> list[R]:
+    """`[fn(x) for x in items]`, over `workers` processes, in input order.
+
+    `fn` must be a module-level function (it is pickled). Forked workers inherit the
+    parent's imports, so the per-process start cost is small.
+    """
+    items = list(items)
+    bar = tqdm(total=len(items), desc=desc, disable=not progress, leave=False)
+    try:
+        if workers <= 1 or len(items) <= 1:
+            out = []
+            for item in items:
+                out.append(fn(item))
+                bar.update()
+            return out
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            out = []
+            for result in pool.map(fn, items, chunksize=chunksize):
+                out.append(result)
+                bar.update()
+            return out
+    finally:
+        bar.close()
