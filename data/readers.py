@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pymatgen.core import Structure
 
 csv.field_size_limit(sys.maxsize)  # CIF strings of large cells exceed the 128 kB default
@@ -136,7 +137,9 @@ def _iter_extxyz(path: Path) -> Iterator[RawEntry]:
     for i, atoms in enumerate(frames):
         info = dict(atoms.info)
         rid = str(info.pop("material_id", info.pop("id", f"{stem}:{i}")))
-        props = {k: float(v) for k, v in info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if atoms.calc is not None:  # ASE moves energy/stress-like keys into a calculator
+            info.update(atoms.calc.results)
+        props = {k: float(v) for k, v in info.items() if isinstance(v, (int, float, np.floating)) and not isinstance(v, bool)}
         yield RawEntry(rid, "atoms", atoms, props)
 
 
