@@ -1,0 +1,199 @@
+"""The evaluation harness on real MPTS-52 / pool rows (tests/fixtures).
+
+The central self-check: the ground truth scored against itself matches every valid test
+crystal (RMSE ~ 0) and reproduces the validators' own validity figures.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from pymatgen.core import Structure
+
+from crystalgen.cli import main
+from crystalgen.evaluation.baseline import PyXtalBaseline
+from crystalgen.evaluation.consistency import consistency_rates, plan_consistency
+from crystalgen.evaluation.csp import CSPConfig, evaluate_csp
+from crystalgen.evaluation.datasets import load_structures
+from crystalgen.evaluation.metrics import coverage, novel_mask, rms_dist, unique_mask
+from crystalgen.evaluation.oracle import OracleGenerator
+from crystalgen.evaluation.protocol import Generator
+from crystalgen.results import GenerationResult
+from crystalgen.validators import smact_validity, structural_validity
+
+
+@pytest.fixture(scope="module")
+def mpts(mpts52_sample_path):
+    return load_structures(str(mpts52_sample_path))
+
+
+def test_oracle_csp_matches_every_valid_ground_truth(mpts):
+    truths = mpts.structures
+    run = evaluate_csp(OracleGenerator(truths), truths, CSPConfig(n_samples=1, workers=1))
+    s = run.summary
+    comp = [smact_validity(t.composition) for t in truths]
+    struct = [structural_validity(t) for t in truths]
+    both = [c and v for c, v in zip(comp, struct)]
+    # some real MPTS-52 crystals (e.g. Co3Se4) fail SMACT: DiffCSP's K=1 rule excludes them
+    assert 0 < sum(both) < len(truths)
+    assert s["n_test"] == len(truths) and s["n_samples"] == 1
+    assert s["n_matched"] == sum(both)
+    assert s["match_rate"] == pytest.approx(sum(both) / len(truths))
+    assert s["ground_truth_validity"] == pytest.approx(sum(both) / len(truths))
+    assert s["rmse"] < 1e-3
+    assert s["compositional_validity"] == pytest.approx(np.mean(comp))
+    assert s["structural_validity"] == pytest.approx(np.mean(struct))
+    assert s["fraction_p1"] < 0.5  # real crystals are symmetric
+
+
+def test_invalid_predictions_never_match(mpts):
+    """An identical but SMACT-invalid prediction is not a match, for K = 1 and K = 2."""
+    invalid = [t for t in mpts.structures if not smact_validity(t.composition)][:2]
+    oracle = OracleGenerator(invalid)
+    one = evaluate_csp(oracle, invalid, CSPConfig(n_samples=1, workers=1, with_report=False)).summary
+    assert one["match_rate"] == 0.0 and one["rmse"] is None
+    two = evaluate_csp(oracle, invalid, CSPConfig(n_samples=2, workers=1, with_report=False)).summary
+    assert two["match_rate"] == 0.0
+
+
+def test_k_sample_best_of_k_uses_smallest_rms(mpts):
+    truth = next(t for t in mpts.structures if smact_validity(t.composition) and len(t) <= 12)
+    near, far = truth.copy(), truth.copy()
+    near.perturb(0.02, min_distance=0.01)
+    far.perturb(0.25, min_distance=0.2)
+
+    class Fixed:
+        name = "fixed"
+
+        def predict_structure(self, composition, n=1, seed=None):
+            return [GenerationResult(far), GenerationResult(near)][:n]
+
+        def sample(self, n=1, seed=None):
+            raise NotImplementedError
+
+    run = evaluate_csp(Fixed(), [truth], CSPConfig(n_samples=2, workers=1, with_report=False))
+    rms_near, rms_far = rms_dist(near, truth), rms_dist(far, truth)
+    assert rms_near is not None and rms_far is not None and rms_near < rms_far
+    assert run.summary["rmse"] == pytest.approx(rms_near)
+    assert run.items[0].rms == pytest.approx([rms_far, rms_near])
+
+
+def test_failing_generator_counts_as_failures_not_crash(mpts):
+    class Broken:
+        name = "broken"
+
+        def predict_structure(self, composition, n=1, seed=None):
+            raise RuntimeError("no luck")
+
+        def sample(self, n=1, seed=None):
+            raise RuntimeError("no luck")
+
+    truths = mpts.structures[:3]
+    s = evaluate_csp(Broken(), truths, CSPConfig(n_samples=2, workers=1)).summary
+    assert s["generation_failures"] == 6 and s["match_rate"] == 0.0 and s["validity"] == 0.0
+
+
+def test_pyxtal_baseline_is_seeded_and_keeps_exact_composition(mpts):
+    baseline = PyXtalBaseline()
+    assert isinstance(baseline, Generator) and isinstance(OracleGenerator([]), Generator)
+    for truth in mpts.structures[:4]:
+        a = baseline.predict_structure(truth.composition, n=2, seed=7)
+        b = baseline.predict_structure(truth.composition, n=1, seed=7)
+        assert [r.structure.composition for r in a] == [truth.composition] * 2
+        assert np.allclose(a[0].structure.frac_coords, b[0].structure.frac_coords)
+        assert a[0].structure.lattice == b[0].structure.lattice
+        assert 1 <= a[0].metadata["spacegroup"] <= 230
+    sampled = PyXtalBaseline([t.composition for t in mpts.structures]).sample(n=3, seed=1)
+    known = {t.composition.formula for t in mpts.structures}
+    assert all(r.structure.composition.formula in known for r in sampled)
+
+
+def test_uniqueness_and_novelty_use_structure_matching(mpts):
+    a, b = mpts.structures[0], mpts.structures[1]
+    supercell = a.copy()
+    supercell.make_supercell([2, 1, 1])  # the same crystal in a bigger cell
+    crystals = [a, supercell, b]
+    assert unique_mask(crystals) == [True, False, True]
+    assert novel_mask(crystals, [a]) == [False, False, True]
+
+
+def test_coverage_follows_cdvae_cutoffs():
+    rng = np.random.default_rng(0)
+    ref_s, ref_c = rng.random((5, 8)), rng.normal(size=(5, 4)) * 20
+    same = coverage(list(ref_s), list(ref_c), ref_s, ref_c)
+    assert same["cov_recall"] == 1.0 and same["cov_precision"] == 1.0
+    # half the generated crystals moved 0.5 away in structure space (> 0.4 cutoff),
+    # one more crystal whose fingerprint failed (None) counts as a miss for precision
+    moved = ref_s.copy()
+    moved[:2, 0] += 0.5
+    cov = coverage(list(moved) + [None], list(ref_c) + [None], ref_s, ref_c)
+    assert cov["cov_recall"] == pytest.approx(3 / 5)
+    assert cov["cov_precision"] == pytest.approx(3 / 6)
+
+
+def test_plan_consistency(mpts):
+    s = mpts.structures[0]
+    good = {"plan": {"spacegroup": 62, "formula": s.composition.reduced_formula, "density": s.density}}
+    bad = {"plan": {"spacegroup": 2, "formula": "NaCl", "density": 2 * s.density}}
+    assert plan_consistency(good, s, 62) == {"spacegroup": True, "formula": True, "density": True}
+    assert plan_consistency(bad, s, 62) == {"spacegroup": False, "formula": False, "density": False}
+    assert plan_consistency({"consistency": {"spacegroup": True}}, s, None) == {"spacegroup": True}
+    assert plan_consistency(None, s, 62) is None
+    rates = consistency_rates([plan_consistency(good, s, 62), plan_consistency(bad, s, 62), None])
+    assert rates["spacegroup"] == 0.5 and rates["all"] == 0.5
+
+
+def test_cli_csp_writes_json_and_png_with_baseline_row(mpts52_sample_path, tmp_path):
+    out, png = tmp_path / "csp.json", tmp_path / "csp.png"
+    result = CliRunner().invoke(main, [
+        "evaluate", "csp", "--test", str(mpts52_sample_path), "--baseline", "oracle", "--limit", "8",
+        "--samples", "1", "--workers", "1", "--json", str(out), "--png", str(png),
+    ])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert set(report["rows"]) == {"oracle", "pyxtal"}
+    assert report["n_test"] == 8 and report["n_samples"] == 1
+    assert report["match_rate"] == report["rows"]["oracle"]["match_rate"] == report["ground_truth_validity"]
+    assert 0 <= report["rows"]["pyxtal"]["match_rate"] <= 1
+    assert report["settings"]["matcher"] == {"stol": 0.5, "angle_tol": 10, "ltol": 0.3}
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_dng_reports_validity_uniqueness_novelty(mpts52_sample_path, pool_sample_path, tmp_path):
+    out, png = tmp_path / "dng.json", tmp_path / "dng.png"
+    result = CliRunner().invoke(main, [
+        "evaluate", "dng", "-n", "10", "--baseline", "pyxtal", "--test", str(mpts52_sample_path),
+        "--train", str(pool_sample_path), "--no-coverage", "--workers", "1", "--json", str(out), "--png", str(png),
+    ])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    for key in ("structural_validity", "compositional_validity", "pass_rate", "uniqueness", "novelty"):
+        assert 0.0 <= report[key] <= 1.0, key
+    assert report["n_generated"] == 10 and report["generation_failures"] == 0
+    assert report["wdist_density"] > 0
+    assert report["cov_recall"] is None and "coverage" in report["unavailable"]
+    assert report["settings"]["pyxtal_compositions"] == "training set"
+    assert png.stat().st_size > 1000
+
+
+def test_cli_help_lists_options():
+    for sub in ("csp", "dng"):
+        result = CliRunner().invoke(main, ["evaluate", sub, "--help"])
+        assert result.exit_code == 0
+        for option in ("--json", "--png", "--model", "--baseline", "--workers", "--seed"):
+            assert option in result.output
+
+
+def test_fingerprint_coverage_of_test_set_against_itself(mpts):
+    pytest.importorskip("matminer")
+    from crystalgen.evaluation.fingerprints import fingerprints
+
+    fps = [fingerprints(s) for s in mpts.structures[:6]]
+    struc = [f[0] for f in fps if f[0] is not None]
+    comp = [f[1] for f in fps if f[0] is not None]
+    assert len(struc) >= 5 and all(np.isfinite(c).all() and c.shape == (132,) for c in comp)
+    cov = coverage(struc, comp, struc, comp)
+    assert cov["cov_recall"] == 1.0 and cov["amsd_recall"] == 0.0
