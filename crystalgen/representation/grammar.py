@@ -20,7 +20,7 @@ import numpy as np
 
 from crystalgen.representation import vocab as V
 from crystalgen.representation.build_tables import LETTERS, SYSTEMS
-from crystalgen.representation.feasibility import feasible, group_info, next_state
+from crystalgen.representation.feasibility import REACH_LIMIT, feasible, group_info, next_state
 from crystalgen.representation.sequence import (
     LATTICE_KINDS,
     VK_COORD,
@@ -88,13 +88,14 @@ def _csp_options(counts: tuple[int, ...], fu: int | None, max_atoms: int) -> dic
 @lru_cache(maxsize=None)
 def _gen_z_options(sg: int, max_atoms: int) -> tuple[int, ...]:
     _, _, reach, _ = group_info(sg)
-    return tuple(z for z in range(1, V.MAX_Z + 1) if any(reach[k] for k in range(z, max_atoms + 1, z)))
+    limit = min(max_atoms, REACH_LIMIT)
+    return tuple(z for z in range(1, V.MAX_Z + 1) if reach[z: limit + 1: z].any())
 
 
 @lru_cache(maxsize=200_000)
 def _gen_can_close(sg: int, total: int, z: int, budget: int, min_wp: int, avail: int) -> bool:
     """De novo: can an element holding `total` atoms grow to a positive multiple of Z within budget?"""
-    for extra in range((-total) % z, budget + 1, z):
+    for extra in range((-total) % z, min(budget, REACH_LIMIT) + 1, z):
         if total + extra > 0 and feasible(sg, (extra,), min_wp, avail):
             return True
     return False
