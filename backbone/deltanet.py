@@ -29,6 +29,35 @@ def l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + eps)
 
 
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """float32 at least (bf16 inputs lose too much in the state), float64 kept for tests."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+class _UnitLowerInverse(torch.autograd.Function):
+    """``(I + L)^-1`` for strictly lower-triangular ``L`` (batched).
+
+    A hand-written backward (``-W^T G W^T``, kept strictly lower) is much faster on CPU
+    than autograd through ``solve_triangular``, whose backward solves with
+    non-contiguous operands.
+    """
+
+    @staticmethod
+    def forward(ctx, lower: torch.Tensor) -> torch.Tensor:
+        eye = torch.eye(lower.shape[-1], dtype=lower.dtype, device=lower.device)
+        # the right-hand side must be contiguous: an expanded one is ~50x slower
+        inv = torch.linalg.solve_triangular(eye + lower, eye.expand_as(lower).contiguous(), upper=False,
+                                            unitriangular=True)
+        ctx.save_for_backward(inv)
+        return inv
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (inv,) = ctx.saved_tensors
+        inv_t = inv.transpose(-1, -2)
+        return -(inv_t @ grad @ inv_t).tril(-1)
+
+
 def chunk_gated_delta_rule(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -52,7 +81,8 @@ def chunk_gated_delta_rule(
     b, t, h, dk = k.shape
     dv = v.shape[-1]
     c = min(chunk_size, t)
-    q, k, v, g, beta = (x.transpose(1, 2).float() for x in (q, k, v, g, beta))
+    ct = _compute_dtype(v)
+    q, k, v, g, beta = (x.transpose(1, 2).to(ct) for x in (q, k, v, g, beta))
     pad = (-t) % c
     if pad:  # padded steps have g = beta = 0: no decay, no write
         q, k, v = (F.pad(x, (0, 0, 0, pad)) for x in (q, k, v))
@@ -66,14 +96,12 @@ def chunk_gated_delta_rule(
     causal = torch.ones(c, c, dtype=torch.bool, device=q.device).tril()
     # decay[i, j] = exp(g_i - g_j) for j <= i (masked before exp: no overflow)
     decay = (g[..., :, None] - g[..., None, :]).masked_fill(~causal, float("-inf")).exp()
-    eye = torch.eye(c, device=q.device)
-    lower = (k_beta @ k.transpose(-1, -2) * decay).tril(-1)
-    wy = torch.linalg.solve_triangular(eye + lower, eye.expand_as(lower), upper=False, unitriangular=True)
+    wy = _UnitLowerInverse.apply((k_beta @ k.transpose(-1, -2) * decay).tril(-1))
     u = wy @ v_beta  # pseudo-values, before removing what the state already stores
     w = wy @ (k_beta * g.exp()[..., None])
     qk = q @ k.transpose(-1, -2) * decay
 
-    state = q.new_zeros(b, h, dk, dv) if initial_state is None else initial_state.float()
+    state = q.new_zeros(b, h, dk, dv) if initial_state is None else initial_state.to(ct)
     outs = []
     for i in range(n):
         u_i = u[:, :, i] - w[:, :, i] @ state
@@ -96,9 +124,10 @@ def recurrent_gated_delta_rule(
     """Token-by-token form of :func:`chunk_gated_delta_rule` (same arguments); used for decoding."""
     in_dtype = v.dtype
     b, t, h, dk = k.shape
-    q, k, v, g, beta = (x.transpose(1, 2).float() for x in (q, k, v, g, beta))
+    ct = _compute_dtype(v)
+    q, k, v, g, beta = (x.transpose(1, 2).to(ct) for x in (q, k, v, g, beta))
     q = q * dk**-0.5
-    state = q.new_zeros(b, h, dk, v.shape[-1]) if initial_state is None else initial_state.float()
+    state = q.new_zeros(b, h, dk, v.shape[-1]) if initial_state is None else initial_state.to(ct)
     outs = []
     for i in range(t):
         state = state * g[:, :, i].exp()[..., None, None]

@@ -1,0 +1,69 @@
+"""MoE: sorted dispatch equals the per-token loop; grouped and STE routing; balance loss."""
+
+import torch
+
+from crystalgen.backbone import get_config
+from crystalgen.backbone.moe import Routing, SparseMoeBlock, load_balancing_loss, naive_moe
+
+
+def _block(**overrides) -> SparseMoeBlock:
+    torch.manual_seed(0)
+    block = SparseMoeBlock(get_config("tiny", **overrides))
+    for p in block.parameters():
+        torch.nn.init.normal_(p, 0.0, 0.1)
+    return block
+
+
+def test_sorted_dispatch_equals_naive_loop():
+    for overrides in ({}, {"num_experts": 8, "num_experts_per_tok": 4, "router_num_groups": 2}):
+        block = _block(**overrides)
+        x = torch.randn(3, 11, block.gate.weight.shape[1])
+        out, _ = block(x)
+        torch.testing.assert_close(out, naive_moe(block, x), atol=1e-5, rtol=1e-4)
+
+
+def test_grouped_routing_takes_k_over_g_experts_from_every_group():
+    block = _block(num_experts=8, num_experts_per_tok=4, router_num_groups=4)
+    routing = block.gate(torch.randn(50, block.gate.weight.shape[1]))
+    groups = (routing.indices // 2).sort(dim=-1).values  # 4 groups of 2 experts
+    assert torch.equal(groups, torch.arange(4).expand(50, 4))
+    torch.testing.assert_close(routing.weights.sum(-1), torch.ones(50))
+    # each chosen expert is the better one of its group
+    best = routing.probs.view(50, 4, 2).argmax(-1) + torch.arange(4) * 2
+    assert torch.equal(routing.indices.sort(-1).values, best.sort(-1).values)
+
+
+def test_ste_routing_same_forward_gradient_through_dense_softmax():
+    x = torch.randn(20, 128)
+    plain, ste = _block(), _block(router_ste=True)
+    out_plain, _ = plain(x)
+    out_ste, _ = ste(x)
+    torch.testing.assert_close(out_plain, out_ste)
+    out_plain.sum().backward()
+    out_ste.sum().backward()
+    # renormalised top-k weights have zero gradient along the sum; the STE ones do not
+    assert not torch.allclose(plain.gate.weight.grad, ste.gate.weight.grad)
+    torch.testing.assert_close(plain.experts.down_proj.grad, ste.experts.down_proj.grad)
+
+
+def test_load_balancing_loss_is_one_when_balanced_and_larger_when_collapsed():
+    n, e = 8, 4
+    probs = torch.full((n, e), 1 / e)
+    balanced = Routing(torch.arange(n).remainder(e)[:, None], torch.ones(n, 1), probs)
+    assert abs(load_balancing_loss(balanced, e).item() - 1.0) < 1e-6
+    collapsed_probs = torch.tensor([[0.7, 0.1, 0.1, 0.1]]).expand(n, e)
+    collapsed = Routing(torch.zeros(n, 1, dtype=torch.long), torch.ones(n, 1), collapsed_probs)
+    assert load_balancing_loss(collapsed, e).item() > 2.5
+    mask = torch.tensor([True] * 4 + [False] * 4)
+    half = Routing(torch.cat([torch.arange(4), torch.zeros(4, dtype=torch.long)])[:, None], torch.ones(n, 1), probs)
+    assert abs(load_balancing_loss(half, e, mask).item() - 1.0) < 1e-6
+
+
+def test_aux_loss_is_weighted_by_the_config_coefficient():
+    block = _block()
+    block2 = _block(router_aux_loss_coef=0.5)
+    x = torch.randn(2, 9, 128)
+    _, aux = block(x)
+    _, aux2 = block2(x)
+    torch.testing.assert_close(aux2 / 0.5, aux / get_config("tiny").router_aux_loss_coef)
+    assert aux2.item() > 0.5 * 0.9  # the unweighted loss is >= 1 (1 only when perfectly balanced)
