@@ -24,12 +24,20 @@ from click.testing import CliRunner
 from pymatgen.core import Structure
 
 from crystalgen.results import GenerationResult
-from crystalgen.screening.config import ScreenConfig, Target
+from crystalgen.screening.config import FilterConfig, ScreenConfig, Target
 from crystalgen.screening.pipeline import merge_shards, run_screen
 from crystalgen.screening.ranking import log_likelihood_score
 from crystalgen.screening.reference import load_reference
 from crystalgen.screening.shards import atomic_write_bytes, plan_shards, shard_seed
-from crystalgen.screening.stages import DedupEntry, deduplicate, known_match, make_matcher, required_checks_pass
+from crystalgen.screening.stages import (
+    DedupEntry,
+    deduplicate,
+    filter_reason,
+    known_match,
+    make_matcher,
+    required_checks_pass,
+    space_group_number,
+)
 from crystalgen.validators import validate
 
 FIXTURE = Path(__file__).parent / "fixtures" / "screening_reference.csv.gz"
@@ -182,6 +190,17 @@ def test_novelty_finds_known_structure_in_reference():
     assert known_match(cscl_type, ref, matcher) is None
 
 
+def test_filters_on_atoms_and_space_group():
+    nacl = reference_structures()["mp-22862"]  # rock salt, Fm-3m (225), 2 atoms
+    r = GenerationResult(nacl)
+    assert filter_reason(r, 225, FilterConfig()) is None
+    assert "max_atoms" in filter_reason(r, 225, FilterConfig(max_atoms=1))
+    assert filter_reason(r, 225, FilterConfig(spacegroups=[221, 225])) is None
+    assert "not allowed" in filter_reason(r, 225, FilterConfig(spacegroups=[221]))
+    assert "min_spacegroup" in filter_reason(r, 12, FilterConfig(min_spacegroup=16))
+    assert space_group_number(nacl) == 225
+
+
 def test_log_likelihood_score_prefers_likelier():
     s = reference_structures()["mp-22862"]
     assert log_likelihood_score(GenerationResult(s, log_likelihood=-3.5)).score == 3.5
@@ -205,15 +224,19 @@ def test_run_writes_consistent_outputs(tmp_path):
 
     ranked = result.ranked()
     assert len(ranked) == total["ranked"] > 0
-    assert [c["score"] for c in ranked] == sorted(c["score"] for c in ranked)
+    for name in ("NaCl", "Li-O"):  # ranks are per target, by score
+        mine = [c for c in ranked if c["target"] == name]
+        assert [c["rank"] for c in mine] == list(range(1, len(mine) + 1))
+        assert [c["score"] for c in mine] == sorted(c["score"] for c in mine)
+        assert len(list((run / "cifs").glob(f"{name}_*.cif"))) == min(4, len(mine))
     for c in ranked:  # Li-O candidates were asked for 6 atoms; the LJ energy is the score
         assert c["valid"] and c["duplicate_of"] is None and c["known_match"] is None
-        assert c["energy_per_atom"] == c["score"]
+        assert c["energy_per_atom"] == c["score"] and c["num_atoms"] <= 12
         if c["target"] == "Li-O":
             assert c["num_atoms"] == 6
-    assert len(list((run / "cifs").glob("*.cif"))) == min(4, len(ranked))
-    top = Structure.from_file(sorted((run / "cifs").glob("*.cif"))[0])
-    assert top.composition.reduced_formula == ranked[0]["formula"]
+    best_nacl = next(c for c in ranked if c["target"] == "NaCl")
+    top = Structure.from_file(run / "cifs" / f"NaCl_001_{best_nacl['formula']}.cif")
+    assert top.composition.reduced_formula == "NaCl" and len(top) <= best_nacl["num_atoms"]
 
     with h5py.File(run / "screen.h5") as h5:
         keys = [k.decode() for k in h5["candidates/key"][()]]
@@ -226,6 +249,7 @@ def test_run_writes_consistent_outputs(tmp_path):
     with open(run / "summary.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 9 and [r["key"] for r in rows[: len(ranked)]] == [c["key"] for c in ranked]
+    assert all(r["filter_reason"] for r in rows if r["stage"] == "valid")
 
     # a second call finds every shard finished and reproduces the same outputs
     again = run_screen(cfg, run, progress=False)

@@ -48,7 +48,6 @@ def command(config_path: Path, run_dir: Path, executor: str, address: str | None
     click.echo(funnel_markdown(result.funnel))
     for w in result.warnings:
         click.echo(f"warning: {w}", err=True)
-    total = sum(result.seconds.values())
-    if total:
-        click.echo(f"{result.shards_run} shards run, {total:.1f} s of worker time")
+    stages = ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items())
+    click.echo(f"{result.shards_run} shards run; seconds per stage: {stages}")
     click.echo(f"outputs in {run_dir}")

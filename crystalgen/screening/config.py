@@ -24,6 +24,7 @@ resume without changing its results. Example (see ``examples/screen_*.toml``)::
     checks = ["all"]                # validator checks that must pass ("all" = the overall verdict)
     max_atoms = 20
     spacegroups = []                # allowed space-group numbers of candidates; empty = any
+    min_spacegroup = 16             # e.g. 16: orthorhombic or higher symmetry only
     min_pass_rate = 0.0             # warn when a target's validity rate is below this
 
     [novelty]
@@ -103,11 +104,14 @@ class FilterConfig:
 
     checks: validator check names that must pass; ``"all"`` means the report's overall verdict.
         A check a report does not contain counts as failed, so a typo cannot pass silently.
+    spacegroups / min_spacegroup: allowed space groups (found at ``symprec``); an empty list
+        allows any, ``min_spacegroup`` = 16 keeps orthorhombic and higher symmetry.
     """
 
     checks: list[str] = field(default_factory=lambda: ["all"])
     max_atoms: int | None = None
     spacegroups: list[int] = field(default_factory=list)
+    min_spacegroup: int = 1
     min_pass_rate: float = 0.0
     symprec: float = 0.1
 

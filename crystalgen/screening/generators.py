@@ -7,7 +7,7 @@ Accepted values:
   anything else      a model directory for ``CrystalGenerator.from_pretrained(path=...)``
 
 A generator's ``sample`` returns ``list[GenerationResult]``; keyword arguments it does not
-declare (a baseline has no temperature) are simply not passed.
+declare (a baseline has no temperature) and options the config leaves unset are not passed.
 """
 
 from __future__ import annotations
@@ -138,14 +138,16 @@ def sample_target(
         "temperature": sampling.temperature,
         "seed": seed,
         "batch_size": sampling.batch_size,
+        "validate": False,  # the pipeline validates against the target's intent itself
     }
     params = inspect.signature(generator.sample).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    kwargs = {k: v for k, v in wanted.items() if takes_any or k in params}
     for required in ("n", "seed"):
-        if required not in kwargs:
+        if not takes_any and required not in params:
             raise TypeError(f"{type(generator).__name__}.sample must accept `{required}`")
     for key in ("formula", "chemsys"):
-        if wanted[key] is not None and key not in kwargs:
+        if wanted[key] is not None and not takes_any and key not in params:
             raise TypeError(f"{type(generator).__name__}.sample does not accept `{key}`")
+    # Unset options are left to the generator's own defaults.
+    kwargs = {k: v for k, v in wanted.items() if v is not None and (takes_any or k in params)}
     return list(generator.sample(**kwargs))

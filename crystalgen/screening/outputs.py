@@ -5,9 +5,9 @@ RUN_DIR/
                    scores, rank), /funnel (counts per target and stage), /timings
                    (seconds per stage of this invocation; the only part that differs
                    between an interrupted and an uninterrupted run), attrs: config
-  summary.csv      one row per candidate (no structures), ranked ones first
+  summary.csv      one row per candidate (no structures), ranked ones first, by target
   funnel.csv       candidates left after each stage, per target
-  cifs/            the top_k ranked candidates (relaxed if relaxed), symmetrised CIF
+  cifs/            each target's top_k candidates (relaxed if relaxed), symmetrised CIF
   funnel.png, scores.png, spacegroups.png
   shards/          the finished shard files (what a restart resumes from)
 
@@ -21,6 +21,7 @@ import io
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -131,19 +132,20 @@ def write_csvs(result: ScreenResult, run_dir: Path) -> None:
 
 
 def write_top_cifs(result: ScreenResult, run_dir: Path) -> list[Path]:
-    """Symmetrised CIFs of the top_k candidates, named ``{rank:03d}_{formula}.cif``."""
+    """Symmetrised CIFs of each target's top_k, named ``{target}_{rank:03d}_{formula}.cif``."""
     out_dir = run_dir / "cifs"
     out_dir.mkdir(exist_ok=True)
     for old in out_dir.glob("*.cif"):  # a rerun with other ranks must not leave stale files
         old.unlink()
     paths = []
-    for c in result.ranked()[: result.config.export.top_k]:
+    for c in (c for c in result.ranked() if c["rank"] <= result.config.export.top_k):
         s = Structure.from_dict(c["relaxed"] or c["result"]["structure"])
         try:
             text = str(CifWriter(s, symprec=result.config.export.cif_symprec))
         except Exception:  # symmetry search failed on an odd cell: write it in P1
             text = str(CifWriter(s))
-        path = out_dir / f"{c['rank']:03d}_{c['formula']}.cif"
+        target = re.sub(r"[^A-Za-z0-9-]", "_", c["target"])
+        path = out_dir / f"{target}_{c['rank']:03d}_{c['formula']}.cif"
         atomic_write_bytes(path, text.encode())
         paths.append(path)
     return paths

@@ -4,7 +4,9 @@
 
 ``run_screen`` plans the shards, runs the missing ones (each written atomically as soon
 as it finishes), then merges all shard files in a fixed order: deduplication across
-shards keeps the earliest copy, ranking sorts by (score, candidate key). Because shard
+shards keeps the earliest copy, ranking sorts each target's candidates by (score,
+candidate key): energies per atom of different compositions are not comparable, so
+ranks are per target. Because shard
 seeds are fixed and the merge reads only shard files, a run killed at any point and
 started again ends with exactly the results of an uninterrupted run.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +37,11 @@ class ScreenResult:
     """What a finished run produced (also written to RUN_DIR, see ``outputs``).
 
     candidates: one dict per candidate, in (target, shard, index) order, with the
-        stage it reached, its flags, scores and ``rank`` (1 = best, None = unranked).
+        stage it reached, its flags, scores and ``rank`` within its target (1 = best,
+        None = unranked).
     funnel: per target name (and "total"), candidates left after each stage.
-    seconds: time spent per stage, summed over shards (this run's shards only).
+    seconds: time spent per stage, summed over the shards this invocation ran, plus
+        "merge" and "export" in the driver.
     """
 
     config: ScreenConfig
@@ -47,8 +52,9 @@ class ScreenResult:
     warnings: list[str] = field(default_factory=list)
 
     def ranked(self) -> list[dict[str, Any]]:
-        """The ranked candidates, best first."""
-        return sorted((c for c in self.candidates if c["rank"] is not None), key=lambda c: c["rank"])
+        """The ranked candidates, target by target (config order), best first."""
+        return sorted((c for c in self.candidates if c["rank"] is not None),
+                      key=lambda c: (c["target_index"], c["rank"]))
 
 
 def _reference_for_targets(config: ScreenConfig) -> list[ReferenceIndex | None]:
@@ -108,11 +114,12 @@ def merge_shards(config: ScreenConfig, payloads: list[dict[str, Any]]) -> tuple[
     has_reference = bool(config.novelty.reference)
     for c in candidates:
         c["stage"] = _stage_reached(c, has_reference)
-    ranked = sorted((c for c in candidates if c["stage"] == "ranked"), key=lambda c: (c["score"], c["key"]))
     for c in candidates:
         c["rank"] = None
-    for i, c in enumerate(ranked, start=1):
-        c["rank"] = i
+    for t_idx in range(len(config.targets)):
+        mine = [c for c in candidates if c["target_index"] == t_idx and c["stage"] == "ranked"]
+        for i, c in enumerate(sorted(mine, key=lambda c: (c["score"], c["key"])), start=1):
+            c["rank"] = i
 
     funnel: dict[str, dict[str, int]] = {}
     for name in [t.name for t in config.targets] + ["total"]:
@@ -157,7 +164,9 @@ def run_screen(
     missing = [s.key for s, p in zip(specs, payloads) if p is None]
     if missing:
         raise RuntimeError(f"shards missing after the run: {missing}")
+    t0 = time.perf_counter()
     candidates, funnel = merge_shards(config, payloads)  # type: ignore[arg-type]
+    seconds["merge"] = time.perf_counter() - t0
 
     result = ScreenResult(config, candidates, funnel, seconds, shards_run=len(todo))
     for t in config.targets:
@@ -172,5 +181,7 @@ def run_screen(
     if write_outputs:
         from crystalgen.screening.outputs import write_outputs as _write
 
+        t0 = time.perf_counter()
         _write(result, run_dir)
+        seconds["export"] = time.perf_counter() - t0
     return result

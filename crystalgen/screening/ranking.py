@@ -73,7 +73,10 @@ def energy_score(structure: Structure, calculator: Any, rank: RankConfig) -> Sco
         return Score(None, error=f"{type(exc).__name__}: {exc}")
     if not math.isfinite(energy):
         return Score(None, error="non-finite energy")
-    relaxed = AseAtomsAdaptor.get_structure(atoms) if rank.relax else None
+    relaxed = None
+    if rank.relax:  # positions and cell only: calculator results (float32 magmoms, ...) stay behind
+        relaxed = Structure(atoms.cell[:], atoms.get_chemical_symbols(), atoms.get_scaled_positions(wrap=True),
+                            coords_are_cartesian=False)
     return Score(energy, energy_per_atom=energy, relaxed=relaxed, relax_steps=steps)
 
 

@@ -64,6 +64,8 @@ def filter_reason(result: GenerationResult, spacegroup: int, filters: FilterConf
         return f"{len(result.structure)} atoms > max_atoms {filters.max_atoms}"
     if filters.spacegroups and spacegroup not in filters.spacegroups:
         return f"space group {spacegroup} not allowed"
+    if spacegroup < filters.min_spacegroup:
+        return f"space group {spacegroup} < min_spacegroup {filters.min_spacegroup}"
     return None
 
 

@@ -47,11 +47,13 @@ def run_shard(spec: ShardSpec, config_dict: dict[str, Any], reference: Reference
     config = ScreenConfig.from_dict(config_dict)
     target = config.targets[spec.target_index]
     clock = _Clock()
+    inputs: dict[str, int] = {"sample": spec.count}  # candidates entering each stage
 
     generator = load_generator(config.run.generator, config.run.generator_options)
     results = sample_target(generator, target, spec.count, spec.seed, config.sampling)
     clock.lap("sample")
 
+    inputs["validate"] = inputs["filter"] = len(results)
     validate_results(results, target)
     clock.lap("validate")
 
@@ -76,16 +78,19 @@ def run_shard(spec: ShardSpec, config_dict: dict[str, Any], reference: Reference
 
     matcher = make_matcher(config.novelty)
     kept = [(row, r) for row, r in zip(rows, results) if row["passed_filters"]]
+    inputs["deduplicate"] = len(kept)
     dups = deduplicate([DedupEntry(row["key"], row["formula"], r.structure) for row, r in kept], matcher)
     for row in rows:
         row["duplicate_of"] = dups.get(row["key"])
     kept = [(row, r) for row, r in kept if row["duplicate_of"] is None]
     clock.lap("deduplicate")
+    inputs["novelty"] = len(kept)
 
     for row, r in kept:
         row["known_match"] = known_match(r.structure, reference, matcher) if reference is not None else None
     kept = [(row, r) for row, r in kept if row["known_match"] is None]
     clock.lap("novelty")
+    inputs["score"] = len(kept)
 
     for row, r in kept:
         s = score_result(r, config.rank)
@@ -104,4 +109,5 @@ def run_shard(spec: ShardSpec, config_dict: dict[str, Any], reference: Reference
         "requested": spec.count,
         "candidates": rows,
         "seconds": clock.seconds,
+        "inputs": inputs,
     }
