@@ -1,0 +1,206 @@
+"""The crystal model: token + value embeddings -> Intern-S2-style backbone -> heads.
+
+One position of the sequence (docs/sequence_format.md) is either a token or a real value.
+The input at position t is the embedding of its token (for a value position, the
+value-kind token such as ``<v:x>``) plus, at value positions, a Fourier embedding of the
+value itself. The hidden state at t predicts position t+1: a token through the token head,
+or a value through the head of its kind (Gaussian mixture for lengths and angles, von
+Mises mixture for coordinates). Which kind comes next is always known from the grammar,
+so training and sampling pick the head by the target's kind.
+
+Only torch, numpy and the package's pure modules are imported here: the GPU training box
+has no pymatgen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from crystalgen.backbone import Backbone, BackboneConfig, MTPModule, get_config
+from crystalgen.heads import (
+    GaussianMixtureHead,
+    MixtureDistribution,
+    TokenHead,
+    ValueEmbedding,
+    VonMisesMixtureHead,
+)
+from crystalgen.representation.vocab import VOCAB_SIZE
+
+#: value kind code -> loss name (kinds follow representation.sequence: 0 token, 1..3 values)
+VALUE_HEADS = {1: "length", 2: "angle", 3: "coordinate"}
+HEAD_NAMES = ("token", *VALUE_HEADS.values())
+WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
+
+
+@dataclass
+class CrystalModelConfig:
+    """What the model is: a backbone preset plus field overrides, and the heads' sizes.
+
+    ``backbone_overrides`` may set any ``BackboneConfig`` field (``layer_types``,
+    ``num_experts``, ``position_embedding``, ...) for ablations.
+    """
+
+    backbone: str = "tiny"
+    backbone_overrides: dict[str, Any] = field(default_factory=dict)
+    n_mixture: int = 8
+    value_frequencies: int = 16
+    mtp: bool = True
+    mtp_loss_weight: float = 0.3
+
+    def backbone_config(self) -> BackboneConfig:
+        return get_config(self.backbone, **{"vocab_size": VOCAB_SIZE, **self.backbone_overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CrystalModelConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown model config keys {sorted(unknown)}; known: {sorted(names)}")
+        return cls(**d)
+
+
+class CrystalModel(nn.Module):
+    """Embeddings, backbone, token head, one value head per value kind, optional MTP."""
+
+    def __init__(self, config: CrystalModelConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or CrystalModelConfig()
+        bcfg = self.config.backbone_config()
+        h = bcfg.hidden_size
+        self.embed_tokens = nn.Embedding(VOCAB_SIZE, h)
+        nn.init.normal_(self.embed_tokens.weight, 0.0, bcfg.initializer_range)
+        self.value_embedding = ValueEmbedding(h, self.config.value_frequencies)
+        self.backbone = Backbone(bcfg)
+        self.token_head = TokenHead(h, VOCAB_SIZE)
+        k = self.config.n_mixture
+        self.value_heads = nn.ModuleDict(
+            {
+                "length": GaussianMixtureHead(h, k),
+                "angle": GaussianMixtureHead(h, k),
+                "coordinate": VonMisesMixtureHead(h, k),
+            }
+        )
+        self.mtp = MTPModule(bcfg) if self.config.mtp else None
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed_tokens.weight.device
+
+    def embed(self, tokens: Tensor, values: Tensor, kinds: Tensor) -> Tensor:
+        """Input embeddings (B, T, H): token embedding + value embedding at value positions."""
+        x = self.embed_tokens(tokens)
+        return x + self.value_embedding(values, kinds).to(x.dtype)
+
+    # --- training ---------------------------------------------------------------------
+    def head_nll_sums(self, hidden: Tensor, batch: dict[str, Tensor], shift: int) -> dict[str, tuple[Tensor, int]]:
+        """Summed NLL and target count per head, row t of ``hidden`` predicting position t+shift.
+
+        Token targets: loss-mask token positions (cross-entropy). Value targets: free
+        loss-mask value positions (mixture NLL of the target's kind).
+        """
+        n = batch["tokens"].shape[1] - shift
+        hidden = hidden[:, :n]
+        target = {k: batch[k][:, shift:] for k in ("tokens", "values", "value_kind", "free", "loss_mask")}
+        kinds, selected = target["value_kind"], target["loss_mask"]
+        out: dict[str, tuple[Tensor, int]] = {}
+        rows = selected & (kinds == 0)
+        logits = self.token_head(hidden[rows])
+        out["token"] = (F.cross_entropy(logits, target["tokens"][rows], reduction="sum"), int(rows.sum()))
+        for kind, name in VALUE_HEADS.items():
+            rows = selected & target["free"] & (kinds == kind)
+            dist = self.value_heads[name](hidden[rows])
+            out[name] = (dist.nll(target["values"][rows]).sum(), int(rows.sum()))
+        return out
+
+    def nll_sums(self, batch: dict[str, Tensor]) -> dict[str, tuple[Tensor, int]]:
+        """Summed next-position NLL and target count per head (for exact validation means)."""
+        embeds = self.embed(batch["tokens"], batch["values"], batch["value_kind"])
+        return self.head_nll_sums(self.backbone(embeds).hidden_states, batch, shift=1)
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Losses of a right-padded batch (keys: tokens, values, value_kind, free, loss_mask).
+
+        Returns the mean NLL per head (``token``, ``length``, ``angle``, ``coordinate``),
+        ``aux`` (MoE balance), ``mtp`` (the same heads one position further, if enabled)
+        and ``loss``, their sum with ``mtp`` weighted. Right padding needs no attention
+        mask: causal layers never let a real position see the padding after it.
+        """
+        embeds = self.embed(batch["tokens"], batch["values"], batch["value_kind"])
+        out = self.backbone(embeds)
+        terms = self.head_nll_sums(out.hidden_states, batch, shift=1)
+        losses = {name: s / max(n, 1) for name, (s, n) in terms.items()}
+        losses["aux"] = out.aux_loss
+        total = sum(losses.values())
+        if self.mtp is not None:
+            states = self.mtp(out.hidden_states[:, :-1], embeds[:, 1:])
+            mtp_terms = self.head_nll_sums(states, batch, shift=2)
+            losses["mtp"] = sum(s / max(n, 1) for s, n in mtp_terms.values())
+            total = total + self.config.mtp_loss_weight * losses["mtp"]
+        losses["loss"] = total
+        return losses
+
+    # --- incremental decoding (the sampler's API) ----------------------------------------
+    def new_cache(self, batch_size: int, max_len: int, dtype: torch.dtype = torch.float32):
+        """An empty decoding cache for ``batch_size`` sequences of up to ``max_len`` positions."""
+        return self.backbone.new_cache(batch_size, max_len, self.device, dtype)
+
+    def step(
+        self,
+        tokens: Tensor,
+        values: Tensor,
+        kinds: Tensor,
+        cache,
+        attention_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Feed new positions (B, T) -- a whole prefix or one step -- and return the hidden
+        state (B, H) of the last one. ``attention_mask`` marks real positions of a
+        left-padded prefix."""
+        embeds = self.embed(tokens, values, kinds)
+        out = self.backbone(embeds, attention_mask=attention_mask, cache=cache)
+        return out.hidden_states[:, -1]
+
+    def token_logits(self, hidden: Tensor) -> Tensor:
+        """Logits (..., vocab) of the next token; mask them with the grammar before sampling."""
+        return self.token_head(hidden)
+
+    def value_distribution(self, hidden: Tensor, kind: int) -> MixtureDistribution:
+        """The distribution of the next value of ``kind`` (1 length, 2 angle, 3 coordinate)."""
+        return self.value_heads[VALUE_HEADS[int(kind)]](hidden)
+
+    # --- files ---------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``model.safetensors`` and ``config.json`` (no pickles anywhere)."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+        meta = {"model_type": "crystalgen", "vocab_size": VOCAB_SIZE, **self.config.to_dict()}
+        (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "CrystalModel":
+        """Load a directory written by :meth:`save_pretrained` (safetensors only)."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        meta = json.loads((directory / CONFIG_FILE).read_text())
+        if meta.pop("vocab_size", VOCAB_SIZE) != VOCAB_SIZE:
+            raise ValueError(f"{directory} was trained with another vocabulary")
+        meta.pop("model_type", None)
+        model = cls(CrystalModelConfig.from_dict(meta))
+        model.load_state_dict(load_file(str(directory / WEIGHTS_FILE), device="cpu"))
+        return model.to(device).eval()

@@ -1,0 +1,137 @@
+"""From the prepared corpus to padded, length-bucketed training batches.
+
+Every usable structure is encoded once per task (``csp``: composition given; ``gen``: de
+novo) with ``representation.sequence.encode_from_arrays``. The validation part is chosen
+by a seeded hash of the material id, so it never changes with the corpus order. Each
+epoch draws, per structure, which task it is trained as, then groups sequences of similar
+length into batches (length bucketing), all from ``(seed, epoch)`` alone: a resumed or a
+distributed run sees exactly the same batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from crystalgen.representation.sequence import EncodedCrystal, EncodeError, encode_from_arrays
+from crystalgen.training.config import DataConfig
+
+log = logging.getLogger(__name__)
+TASKS = ("csp", "gen")
+
+
+def is_validation(material_id: str, fraction: float, seed: int) -> bool:
+    """Whether ``material_id`` is held out: a seeded hash mapped to [0, 1) below ``fraction``."""
+    digest = hashlib.sha256(f"{seed}:{material_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") / 2**64 < fraction
+
+
+@dataclass
+class EncodedCorpus:
+    """Encodings of the usable structures: ``sequences[i][task]`` for material ``ids[i]``."""
+
+    ids: list[str]
+    sequences: list[dict[str, EncodedCrystal]]
+    skipped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, mask: np.ndarray) -> "EncodedCorpus":
+        keep = np.flatnonzero(mask)
+        return EncodedCorpus([self.ids[i] for i in keep], [self.sequences[i] for i in keep])
+
+
+def encode_corpus(corpus, max_length: int = 512, progress: bool = True) -> EncodedCorpus:
+    """Encode every structure of a ``crystalgen.data.corpus.Corpus`` whose Wyckoff form is ok.
+
+    Structures the vocabulary cannot express (too many formula units, ...) or longer than
+    ``max_length`` are skipped and counted.
+    """
+    w = corpus.wyckoff
+    ids, sequences, skipped = [], [], 0
+    for i in tqdm(range(len(corpus)), desc="encoding", disable=not progress, mininterval=2.0):
+        if not w["ok"][i]:
+            skipped += 1
+            continue
+        lo, hi = w["site_offsets"][i], w["site_offsets"][i + 1]
+        try:
+            encoded = {
+                task: encode_from_arrays(
+                    w["spacegroup"][i], w["lattice"][i], w["site_element"][lo:hi], w["site_letter"][lo:hi],
+                    w["site_xyz"][lo:hi], w["site_oxidation"][lo:hi], task=task,
+                )
+                for task in TASKS
+            }
+        except (EncodeError, ValueError, KeyError) as err:
+            log.debug("skipping %s: %s", corpus.ids[i], err)
+            skipped += 1
+            continue
+        if max(len(e) for e in encoded.values()) > max_length:
+            skipped += 1
+            continue
+        ids.append(str(corpus.ids[i]))
+        sequences.append(encoded)
+    return EncodedCorpus(ids, sequences, skipped)
+
+
+def split(data: EncodedCorpus, val_fraction: float, seed: int) -> tuple[EncodedCorpus, EncodedCorpus]:
+    """(train, validation) by :func:`is_validation` of each material id."""
+    held = np.array([is_validation(m, val_fraction, seed) for m in data.ids], dtype=bool)
+    return data.subset(~held), data.subset(held)
+
+
+def collate(sequences: list[EncodedCrystal]) -> dict[str, torch.Tensor]:
+    """Right-pad sequences into a batch (``<pad>`` = 0, padding is never a target)."""
+    n, t = len(sequences), max(len(s) for s in sequences)
+    tokens = np.zeros((n, t), np.int64)
+    values = np.zeros((n, t), np.float32)
+    kinds = np.zeros((n, t), np.int64)
+    free = np.zeros((n, t), bool)
+    loss_mask = np.zeros((n, t), bool)
+    for i, s in enumerate(sequences):
+        m = len(s)
+        tokens[i, :m], values[i, :m], kinds[i, :m] = s.tokens, s.values, s.value_kind
+        free[i, :m], loss_mask[i, :m] = s.free, s.loss_mask
+    arrays = dict(tokens=tokens, values=values, value_kind=kinds, free=free, loss_mask=loss_mask)
+    return {k: torch.from_numpy(v) for k, v in arrays.items()}
+
+
+def bucketed_batches(lengths: np.ndarray, batch_size: int, bucket_batches: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffle, sort each run of ``bucket_batches`` batches by length, cut into batches, shuffle the batches."""
+    order = rng.permutation(len(lengths))
+    chunk = batch_size * bucket_batches
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = order[start : start + chunk]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+class EpochBatches:
+    """The batches of one epoch for one rank, a pure function of (seed, epoch, rank, world)."""
+
+    def __init__(self, data: EncodedCorpus, config: DataConfig, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.data, self.config, self.seed, self.rank, self.world = data, config, seed, rank, world
+
+    def plan(self, epoch: int) -> list[list[EncodedCrystal]]:
+        rng = np.random.default_rng([self.seed, epoch])
+        gen = rng.random(len(self.data)) < self.config.gen_fraction
+        chosen = [seq["gen" if g else "csp"] for seq, g in zip(self.data.sequences, gen)]
+        lengths = np.array([len(s) for s in chosen])
+        batches = bucketed_batches(lengths, self.config.batch_size, self.config.bucket_batches, rng)
+        usable = len(batches) // self.world * self.world  # every rank takes the same number of steps
+        return [[chosen[i] for i in b] for b in batches[self.rank : usable : self.world]]
+
+
+def validation_batches(data: EncodedCorpus, batch_size: int, rank: int = 0, world: int = 1) -> list[list[EncodedCrystal]]:
+    """Fixed validation batches (the ``csp`` task, sorted by length), sharded over ranks."""
+    chosen = sorted((seq["csp"] for seq in data.sequences), key=len)
+    batches = [chosen[i : i + batch_size] for i in range(0, len(chosen), batch_size)]
+    return batches[rank::world]
