@@ -1,0 +1,287 @@
+"""The Python API: ``CrystalGenerator`` turns the trained model into pymatgen Structures.
+
+    >>> from crystalgen import CrystalGenerator
+    >>> gen = CrystalGenerator.from_pretrained()          # the model shipped in the package
+    >>> results = gen.sample(n=4, formula="LiFePO4", seed=0)
+    >>> results[0].structure                             # a pymatgen Structure
+    >>> print(results[0].trace["text"])                  # the model's reasoning, step by step
+
+Generation is grammar-constrained (see ``crystalgen.sampling``): a requested formula is
+met exactly, a requested space group is used, and every structure is rebuilt from its
+Wyckoff positions, so it carries the symmetry the model planned.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+from pymatgen.core import Composition, Element
+
+from crystalgen.representation import vocab as V
+from crystalgen.representation.grammar import DEFAULT_MAX_ATOMS, Grammar, NoLegalCompletion
+from crystalgen.representation.sequence import Conditioning, DecodeError, decode, decode_plan, encode_prefix
+from crystalgen.representation.tables import element_order_key
+from crystalgen.results import GenerationResult
+from crystalgen.sampling import ElementRule, generate_batch
+from crystalgen.trace import build_trace
+
+log = logging.getLogger(__name__)
+
+#: Where the shipped default model lives (package data).
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+
+__all__ = ["CrystalGenerator", "GenerationResult", "GenerationRequest", "RequestError", "PRETRAINED_DIR"]
+
+
+class RequestError(ValueError):
+    """A generation request that cannot be met (unknown element, impossible composition, ...)."""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What to generate, resolved into the model's prefix and an element rule."""
+
+    prefix: np.ndarray
+    rule: ElementRule | None
+    formula: str | None  # reduced formula asked for, for validation
+    spacegroup: int | None
+    num_atoms: int | None  # atoms in the primitive cell (checked after generation when no formula)
+
+    @classmethod
+    def build(
+        cls,
+        formula: str | Composition | None = None,
+        chemsys: str | Iterable[str] | None = None,
+        elements: Iterable[str] | None = None,
+        spacegroup: int | None = None,
+        num_atoms: int | None = None,
+        exact_cell: bool = False,
+        max_atoms: int = DEFAULT_MAX_ATOMS,
+    ) -> "GenerationRequest":
+        """Check a request and turn it into a prefix; raises :class:`RequestError`.
+
+        ``formula``: a reduced formula lets the model choose the formula units; a
+        multiple (``Li4Fe4P4O16``) or ``exact_cell=True`` fixes the primitive cell's
+        content, as crystal structure prediction does. ``num_atoms``: atoms in the
+        primitive cell. ``chemsys`` ("Li-Fe-O"): exactly these elements;
+        ``elements``: any subset of these.
+        """
+        given = [x is not None for x in (formula, chemsys, elements)]
+        if sum(given) > 1:
+            raise RequestError("give at most one of formula, chemsys and elements")
+        if spacegroup is not None and not 1 <= int(spacegroup) <= 230:
+            raise RequestError(f"space group must be 1-230, got {spacegroup}")
+        sg = int(spacegroup) if spacegroup is not None else None
+        rule = None
+        cond = Conditioning(spacegroup=sg)
+        reduced_formula = None
+        if formula is not None:
+            comp = _composition(formula)
+            reduced, factor = comp.get_reduced_composition_and_factor()
+            counts = {el.symbol: int(round(n)) for el, n in reduced.items()}
+            if any(abs(n - round(n)) > 1e-8 for n in comp.values()):
+                raise RequestError(f"formula {formula!r} has fractional occupancies; crystalgen generates ordered crystals")
+            fu = int(round(factor)) if (exact_cell or factor > 1) else None
+            if num_atoms is not None:
+                per_fu = sum(counts.values())
+                if num_atoms % per_fu:
+                    raise RequestError(f"{num_atoms} atoms is not a whole number of {reduced.reduced_formula} units")
+                if fu is not None and fu * per_fu != num_atoms:
+                    raise RequestError(f"formula {formula} has {fu * per_fu} atoms, but num_atoms is {num_atoms}")
+                fu = num_atoms // per_fu
+            if max(counts.values()) > V.MAX_COUNT:
+                raise RequestError(f"{reduced.reduced_formula}: element counts above {V.MAX_COUNT} do not fit the model")
+            if fu is not None and fu > V.MAX_FU:
+                raise RequestError(f"{fu} formula units per primitive cell exceed the model's maximum {V.MAX_FU}")
+            cond = Conditioning(
+                composition={el: counts[el] for el in sorted(counts, key=element_order_key)},
+                formula_units=fu,
+                spacegroup=sg,
+            )
+            reduced_formula = reduced.reduced_formula
+        elif chemsys is not None or elements is not None:
+            names = chemsys.split("-") if isinstance(chemsys, str) else list(chemsys or elements)
+            symbols = frozenset(_element(e) for e in names if e.strip())
+            if not symbols:
+                raise RequestError("no elements given")
+            rule = ElementRule(allowed=symbols, required=symbols if chemsys is not None else frozenset())
+        task = "csp" if cond.composition else "gen"
+        prefix = encode_prefix(cond, task=task)
+        try:
+            Grammar.start(prefix, max_atoms=max_atoms)
+        except NoLegalCompletion as err:
+            raise RequestError(str(err)) from None
+        return cls(prefix, rule, reduced_formula, sg, num_atoms)
+
+
+def _element(symbol: str) -> str:
+    symbol = symbol.strip()
+    try:
+        el = Element(symbol)
+    except ValueError:
+        raise RequestError(f"unknown element {symbol!r}") from None
+    if el.symbol not in V.ELEMENTS:
+        raise RequestError(f"element {el.symbol} is outside the model's vocabulary (H to Pu)")
+    return el.symbol
+
+
+def _composition(formula: str | Composition) -> Composition:
+    try:
+        comp = formula if isinstance(formula, Composition) else Composition(str(formula))
+    except Exception as err:
+        raise RequestError(f"cannot read formula {formula!r}: {err}") from None
+    if not comp.elements:
+        raise RequestError(f"formula {formula!r} has no elements")
+    for el in comp.elements:
+        _element(str(el))
+    return comp
+
+
+class CrystalGenerator:
+    """Generates crystals with a trained crystalgen model.
+
+    Results are :class:`~crystalgen.results.GenerationResult` objects: ``.structure``
+    (pymatgen), ``.trace`` (the reasoning plan and verdict), ``.report`` (validators),
+    ``.log_likelihood``, ``.to_ase()``, ``as_dict()``/``from_dict()``.
+    """
+
+    def __init__(self, model, device: str | torch.device = "cpu", max_atoms: int = DEFAULT_MAX_ATOMS) -> None:
+        self.model = model.eval()
+        self.device = torch.device(device)
+        self.max_atoms = max_atoms
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None, device: str = "cpu", **kwargs) -> "CrystalGenerator":
+        """Load the shipped default model, or a directory written by ``save_pretrained``."""
+        from crystalgen.model import CrystalModel
+
+        directory = Path(path) if path is not None else PRETRAINED_DIR
+        if not (directory / "model.safetensors").is_file():
+            raise FileNotFoundError(f"no model.safetensors in {directory}")
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            raise RequestError("device cuda asked for, but no CUDA device is available")
+        return cls(CrystalModel.from_pretrained(directory, device=device), device=device, **kwargs)
+
+    # ------------------------------------------------------------------------------------
+    def sample(
+        self,
+        n: int = 1,
+        formula: str | Composition | None = None,
+        chemsys: str | Iterable[str] | None = None,
+        elements: Iterable[str] | None = None,
+        spacegroup: int | None = None,
+        num_atoms: int | None = None,
+        temperature: float = 1.0,
+        seed: int | None = None,
+        batch_size: int = 256,
+        validate: bool = True,
+        only_valid: bool = False,
+        max_rounds: int = 10,
+        progress: bool = False,
+    ) -> list[GenerationResult]:
+        """Generate ``n`` crystals; see :meth:`GenerationRequest.build` for the options.
+
+        ``temperature`` scales every choice (0: the most likely token and value).
+        The same ``seed`` with the same arguments gives the same structures.
+        ``only_valid`` keeps sampling (up to ``max_rounds`` x ``n`` attempts) until ``n``
+        results pass every validator check; fewer are returned if that budget runs out.
+        """
+        request = GenerationRequest.build(formula, chemsys, elements, spacegroup, num_atoms, max_atoms=self.max_atoms)
+        return self.generate(request, n, temperature, seed, batch_size, validate, only_valid, max_rounds, progress)
+
+    def predict_structure(
+        self,
+        composition: str | Composition,
+        n: int = 1,
+        temperature: float = 1.0,
+        seed: int | None = None,
+        batch_size: int = 256,
+        validate: bool = True,
+        progress: bool = False,
+    ) -> list[GenerationResult]:
+        """Crystal structure prediction: ``n`` candidates with exactly this cell content."""
+        request = GenerationRequest.build(composition, exact_cell=True, max_atoms=self.max_atoms)
+        return self.generate(request, n, temperature, seed, batch_size, validate, False, 3, progress)
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        n: int,
+        temperature: float = 1.0,
+        seed: int | None = None,
+        batch_size: int = 256,
+        validate: bool = True,
+        only_valid: bool = False,
+        max_rounds: int = 10,
+        progress: bool = False,
+    ) -> list[GenerationResult]:
+        """Generate for a prepared request (used by the CLI and the pipelines)."""
+        from tqdm.auto import tqdm
+
+        if n < 1:
+            return []
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**63))
+        results: list[GenerationResult] = []
+        attempts, budget = 0, n * max_rounds
+        bar = tqdm(total=n, desc="sampling", unit="crystal", disable=not progress)
+        while len(results) < n and attempts < budget:
+            # ask for as many as the success rate so far says are needed (failed
+            # sequences, invalid crystals under only_valid, wrong num_atoms)
+            rate = max(len(results) / attempts, 0.1) if attempts else 1.0
+            size = min(batch_size, budget - attempts, math.ceil((n - len(results)) / rate))
+            seqs = generate_batch(
+                self.model, [request.prefix] * size, [request.rule] * size, temperature, gen, self.max_atoms
+            )
+            attempts += size
+            for seq in seqs:
+                res = self._to_result(seq, request, validate, temperature, seed)
+                if res is None or (only_valid and not res.valid):
+                    continue
+                if request.num_atoms and not request.formula:
+                    if len(res.structure.get_primitive_structure()) != request.num_atoms:
+                        continue
+                results.append(res)
+                bar.update(1)
+                if len(results) == n:
+                    break
+        bar.close()
+        if len(results) < n:
+            log.warning("generated %d of %d requested crystals in %d attempts", len(results), n, attempts)
+        return results
+
+    def _to_result(self, seq, request: GenerationRequest, validate: bool, temperature: float, seed) -> GenerationResult | None:
+        if seq is None:
+            return None
+        try:
+            crystal = decode(seq.tokens, seq.values)
+            plan = decode_plan(seq.tokens)
+            structure = crystal.to_structure()
+        except (DecodeError, ValueError) as err:
+            log.debug("undecodable sequence: %s", err)
+            return None
+        report = None
+        if validate:
+            from crystalgen.validators import Intent, validate as run_validators
+
+            intent = Intent(spacegroup=request.spacegroup, formula=request.formula)
+            report = run_validators(structure, intent).as_dict()
+        return GenerationResult(
+            structure=structure,
+            trace=build_trace(plan, structure, report),
+            report=report,
+            log_likelihood=float(seq.log_likelihood),
+            metadata={
+                "formula": request.formula,
+                "spacegroup": request.spacegroup,
+                "temperature": temperature,
+                "seed": seed,
+                "planned_spacegroup": plan.spacegroup,
+            },
+        )

@@ -1,0 +1,85 @@
+"""`crystalgen sample`: generate crystals with the shipped (or a given) model."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+
+def _summary_table(results) -> str:
+    from crystalgen.trace import consistency_rates
+    from crystalgen.validators import CHECK_NAMES
+
+    n = len(results)
+    lines = [f"{'check':<14}{'pass rate':>10}"]
+    for name in CHECK_NAMES:
+        verdicts = [r.report["checks"][name]["pass"] for r in results if r.report and name in r.report["checks"]]
+        verdicts = [v for v in verdicts if v is not None]
+        if verdicts:
+            lines.append(f"{name:<14}{sum(verdicts) / len(verdicts):>10.1%}")
+    if n and results[0].report is not None:
+        lines.append(f"{'overall':<14}{sum(bool(r.valid) for r in results) / n:>10.1%}")
+    rates = consistency_rates([r.trace for r in results])
+    for key in ("spacegroup", "composition", "density", "all"):
+        if key in rates:
+            lines.append(f"{'plan ' + key:<14}{rates[key]:>10.1%}")
+    return "\n".join(lines)
+
+
+@click.command("sample")
+@click.option("--formula", help="Composition to generate, e.g. LiFePO4 (Li4Fe4P4O16 fixes 4 formula units).")
+@click.option("--chemsys", help="Chemical system, e.g. Li-Fe-P-O: crystals with exactly these elements.")
+@click.option("--elements", help="Comma-separated elements the crystals may use, e.g. Li,Fe,O.")
+@click.option("--spacegroup", type=click.IntRange(1, 230), help="Space group number to generate in.")
+@click.option("--num-atoms", type=click.IntRange(1, 400), help="Atoms in the primitive cell.")
+@click.option("-n", "--num", "n", type=click.IntRange(1), default=10, show_default=True, help="How many crystals.")
+@click.option("--temperature", type=click.FloatRange(0), default=1.0, show_default=True,
+              help="Sampling temperature; 0 takes the most likely choice everywhere.")
+@click.option("--seed", type=int, help="Random seed: the same seed gives the same crystals.")
+@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--model", "model_path", type=click.Path(exists=True, file_okay=False),
+              help="Model directory (default: the model shipped with crystalgen).")
+@click.option("--out", "out", type=click.Path(dir_okay=True), required=True,
+              help="Output: a folder (one CIF each) or a file (.cif, .extxyz, .json, .h5).")
+@click.option("--format", "fmt", type=click.Choice(["cif", "extxyz", "json", "h5"]),
+              help="Output format (default: from the --out suffix; a folder means cif).")
+@click.option("--trace", is_flag=True, help="Print each crystal's reasoning trace.")
+@click.option("--only-valid", is_flag=True, help="Keep sampling until n crystals pass every validator check.")
+def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, seed, batch_size, device,
+            model_path, out, fmt, trace, only_valid) -> None:
+    """Generate crystal structures and write them to OUT.
+
+    \b
+    Examples:
+      crystalgen sample --formula LiFePO4 -n 10 --out lfp/ --trace
+      crystalgen sample --chemsys Li-Fe-O -n 100 --out lfo.extxyz
+    """
+    from crystalgen.api import CrystalGenerator, GenerationRequest, RequestError
+    from crystalgen.io import write_results
+
+    element_list = [e for e in elements.split(",")] if elements else None
+    try:
+        gen = CrystalGenerator.from_pretrained(model_path, device=device)
+        request = GenerationRequest.build(formula, chemsys, element_list, spacegroup, num_atoms,
+                                          max_atoms=gen.max_atoms)
+    except (RequestError, FileNotFoundError) as err:
+        raise click.UsageError(str(err)) from None
+    start = time.perf_counter()
+    results = gen.generate(request, n, temperature, seed, batch_size, validate=True, only_valid=only_valid,
+                           progress=sys.stderr.isatty())
+    elapsed = time.perf_counter() - start
+    if not results:
+        raise click.ClickException("the model produced no crystal for this request; nothing written")
+    write_results(results, out, fmt)
+    if trace:
+        for i, r in enumerate(results):
+            click.echo(f"--- crystal {i} ({r.structure.composition.reduced_formula}, "
+                       f"log-likelihood {r.log_likelihood:.1f})")
+            click.echo(r.trace["text"])
+    click.echo(_summary_table(results))
+    click.echo(f"wrote {len(results)} crystals to {out} in {elapsed:.1f} s")
+    if len(results) < n:
+        click.echo(f"warning: only {len(results)} of {n} requested crystals were produced", err=True)

@@ -1,0 +1,141 @@
+"""Writing generated crystals: symmetrised CIF, extxyz, JSON and HDF5.
+
+Every writer goes through a temporary path in the destination's folder and renames it
+at the end, so an interrupted or failed run never leaves a partial file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from crystalgen.results import GenerationResult
+
+FORMATS = ("cif", "extxyz", "json", "h5")
+
+
+@contextmanager
+def atomic_path(path: Path, directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; move it into place only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    target = tmp if directory else tmp / path.name
+    try:
+        yield target
+        if directory and path.exists():
+            shutil.rmtree(path)
+        os.replace(target, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cif_string(result: GenerationResult, symprec: float = 0.1) -> str:
+    """A CIF carrying the space group (symmetrised), falling back to P1 if spglib fails."""
+    from pymatgen.io.cif import CifWriter
+
+    try:
+        return str(CifWriter(result.structure, symprec=symprec))
+    except Exception:  # spglib could not symmetrise this cell: write it as P1
+        return str(CifWriter(result.structure))
+
+
+def _names(results: Sequence[GenerationResult]) -> list[str]:
+    return [f"{i:05d}_{r.structure.composition.reduced_formula}" for i, r in enumerate(results)]
+
+
+def write_results(results: Sequence[GenerationResult], path: str | Path, fmt: str | None = None) -> Path:
+    """Write results to ``path`` in ``fmt`` (default: from the suffix; a folder for ``cif``).
+
+    cif: a folder of one symmetrised CIF per structure, or one multi-block ``.cif`` file;
+    extxyz: all structures as frames of one file, with log-likelihood and validity;
+    json: a list of ``GenerationResult.as_dict()``; h5: structures, traces and reports.
+    """
+    path = Path(path)
+    fmt = fmt or {".cif": "cif", ".xyz": "extxyz", ".extxyz": "extxyz", ".json": "json", ".h5": "h5"}.get(
+        path.suffix.lower(), "cif"
+    )
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose from {FORMATS}")
+    if fmt == "cif" and path.suffix.lower() != ".cif":
+        with atomic_path(path, directory=True) as tmp:
+            for name, r in zip(_names(results), results):
+                (tmp / f"{name}.cif").write_text(cif_string(r))
+        return path
+    with atomic_path(path) as tmp:
+        if fmt == "cif":
+            blocks = []
+            for name, r in zip(_names(results), results):
+                text = cif_string(r)
+                blocks.append(text.replace("data_", f"data_{name}_", 1))
+            tmp.write_text("\n".join(blocks))
+        elif fmt == "extxyz":
+            from ase.io import write
+
+            frames = []
+            for r in results:
+                atoms = r.to_ase()
+                atoms.info["log_likelihood"] = r.log_likelihood if r.log_likelihood is not None else float("nan")
+                atoms.info["valid"] = bool(r.valid) if r.valid is not None else False
+                frames.append(atoms)
+            write(str(tmp), frames, format="extxyz")
+        elif fmt == "json":
+            tmp.write_text(json.dumps([r.as_dict() for r in results]))
+        else:
+            write_h5(results, tmp)
+    return path
+
+
+def write_h5(results: Sequence[GenerationResult], path: Path) -> None:
+    """One HDF5 file: CIF text, lattice/species/coordinates, traces, reports, scores."""
+    import h5py
+    import numpy as np
+
+    str_dt = h5py.string_dtype()
+    with h5py.File(path, "w") as f:
+        f.attrs["format"] = "crystalgen-results-v1"
+        f.attrs["count"] = len(results)
+        f.create_dataset("formula", data=[r.structure.composition.formula for r in results], dtype=str_dt)
+        f.create_dataset("cif", data=[cif_string(r) for r in results], dtype=str_dt)
+        f.create_dataset("lattice", data=np.array([r.structure.lattice.matrix for r in results]).reshape(-1, 3, 3))
+        n_sites = np.array([len(r.structure) for r in results], np.int64)
+        f.create_dataset("site_offsets", data=np.concatenate([[0], np.cumsum(n_sites)]))
+        species = [s.specie.Z for r in results for s in r.structure]
+        frac = [s.frac_coords for r in results for s in r.structure]
+        f.create_dataset("species", data=np.array(species, np.int64))
+        f.create_dataset("frac_coords", data=np.array(frac, np.float64).reshape(-1, 3))
+        ll = [np.nan if r.log_likelihood is None else r.log_likelihood for r in results]
+        f.create_dataset("log_likelihood", data=np.array(ll, np.float64))
+        f.create_dataset("valid", data=np.array([bool(r.valid) for r in results]))
+        f.create_dataset("trace", data=[json.dumps(r.trace) for r in results], dtype=str_dt)
+        f.create_dataset("report", data=[json.dumps(r.report) for r in results], dtype=str_dt)
+        f.create_dataset("metadata", data=[json.dumps(r.metadata) for r in results], dtype=str_dt)
+
+
+def read_h5(path: str | Path) -> list[GenerationResult]:
+    """Read results written by :func:`write_h5` back (structures from the stored arrays)."""
+    import h5py
+    from pymatgen.core import Lattice, Structure
+
+    out = []
+    with h5py.File(path, "r") as f:
+        offsets = f["site_offsets"][:]
+        for i in range(int(f.attrs["count"])):
+            a, b = offsets[i], offsets[i + 1]
+            structure = Structure(Lattice(f["lattice"][i]), f["species"][a:b].tolist(), f["frac_coords"][a:b])
+            ll = float(f["log_likelihood"][i])
+            out.append(
+                GenerationResult(
+                    structure=structure,
+                    trace=json.loads(f["trace"][i]),
+                    report=json.loads(f["report"][i]),
+                    log_likelihood=None if ll != ll else ll,
+                    metadata=json.loads(f["metadata"][i]),
+                )
+            )
+    return out

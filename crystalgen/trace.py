@@ -1,0 +1,166 @@
+"""Reasoning traces: the model's own plan, rendered as numbered steps, and its verdict.
+
+The plan is not a story written after the fact: it is the sequence of discrete tokens the
+model predicted before any coordinate (crystal system, space group, Z, oxidation states,
+Wyckoff site plan, volume-per-atom bin), and the structure was generated conditioned on
+it. The trace shows those decisions, then what the validators found, including whether
+the structure agrees with its own plan (space group, composition, density).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from pymatgen.core import Composition, Element, Structure
+
+from crystalgen.representation.sequence import Plan
+
+_AMU_PER_A3_TO_G_PER_CM3 = 1.66053906660
+
+
+@lru_cache(maxsize=None)
+def spacegroup_symbol(number: int) -> str:
+    """Hermann-Mauguin symbol of an international space-group number."""
+    from pymatgen.symmetry.groups import SpaceGroup
+
+    try:
+        return SpaceGroup.from_int_number(int(number)).symbol
+    except Exception:  # pymatgen lacks a symbol for a few settings: fall back to the number
+        return f"#{number}"
+
+
+def planned_formula(plan: Plan) -> Composition:
+    """Composition of the conventional cell the plan describes."""
+    return Composition({e.element: sum(e.multiplicities) for e in plan.elements})
+
+
+def planned_density(plan: Plan) -> tuple[float, float]:
+    """(low, high) density in g/cm^3 implied by the plan's volume-per-atom bin."""
+    mass = planned_formula(plan).weight
+    n = plan.num_atoms
+    lo_v, hi_v = plan.vpa_range
+    hi = mass * _AMU_PER_A3_TO_G_PER_CM3 / (lo_v * n) if lo_v > 0 else float("inf")
+    lo = mass * _AMU_PER_A3_TO_G_PER_CM3 / (hi_v * n) if hi_v != float("inf") else 0.0
+    return float(lo), float(hi)
+
+
+def plan_as_dict(plan: Plan) -> dict[str, Any]:
+    comp = planned_formula(plan)
+    lo, hi = planned_density(plan)
+    return {
+        "crystal_system": plan.crystal_system,
+        "spacegroup": plan.spacegroup,
+        "spacegroup_symbol": spacegroup_symbol(plan.spacegroup),
+        "Z": plan.Z,
+        "formula": comp.formula.replace(" ", ""),
+        "reduced_formula": comp.reduced_formula,
+        "num_atoms": plan.num_atoms,
+        "oxidation_states": {e.element: e.oxidation for e in plan.elements},
+        "sites": [
+            {"element": e.element, "wyckoff": f"{m}{letter}", "multiplicity": m, "letter": letter}
+            for e in plan.elements
+            for letter, m in zip(e.letters, e.multiplicities)
+        ],
+        "volume_per_atom": list(plan.vpa_range),
+        "density": [lo, hi],
+    }
+
+
+def consistency(plan: dict[str, Any], structure: Structure, found_spacegroup: int | None) -> dict[str, bool]:
+    """Does the structure agree with its own plan? (space group, composition, density)"""
+    density = float(structure.density)
+    lo, hi = plan["density"]
+    return {
+        "spacegroup": found_spacegroup == plan["spacegroup"],
+        "composition": structure.composition.reduced_composition
+        == Composition(plan["formula"]).reduced_composition,
+        "density": lo <= density <= hi,
+    }
+
+
+def _found_spacegroup(structure: Structure, report: dict[str, Any] | None) -> int | None:
+    if report is not None:
+        sym = report.get("checks", {}).get("symmetry") or {}
+        if sym.get("spacegroup") is not None:
+            return int(sym["spacegroup"])
+    from crystalgen.validators import check_symmetry
+
+    return check_symmetry(structure).value
+
+
+def build_trace(plan: Plan, structure: Structure, report: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The structured trace of one generated crystal (JSON-serialisable)."""
+    p = plan_as_dict(plan)
+    comp = Composition(p["formula"])
+    charge = sum(p["oxidation_states"][el] * n for el, n in comp.get_el_amt_dict().items())
+    ox = ", ".join(f"{el} {q:+d}" for el, q in p["oxidation_states"].items())
+    sites = ", ".join(f"{s['element']} on {s['wyckoff']}" for s in p["sites"])
+    lo, hi = p["density"]
+    steps = [
+        ("Composition", f"{comp.reduced_formula}: elements {', '.join(str(e) for e in comp.elements)}; "
+                        f"mean electronegativity {_mean_en(comp):.2f}"),
+        ("Oxidation states", f"{ox} (net charge per cell {charge:+g}"
+                             f"{', neutral' if charge == 0 else ''})"),
+        ("Crystal system and space group", f"{p['crystal_system']}, {p['spacegroup_symbol']} (No. {p['spacegroup']})"),
+        ("Formula units", f"Z = {p['Z']}: {p['formula']}, {p['num_atoms']} atoms in the conventional cell"),
+        ("Wyckoff site plan", sites),
+        ("Expected density", f"{p['volume_per_atom'][0]:.1f}-{p['volume_per_atom'][1]:.1f} A^3/atom, "
+                             f"i.e. {lo:.2f}-{hi:.2f} g/cm^3"),
+    ]
+    found = _found_spacegroup(structure, report)
+    cons = consistency(p, structure, found)
+    verdict = {
+        "found_spacegroup": found,
+        "density": float(structure.density),
+        "formula": structure.composition.formula.replace(" ", ""),
+        "valid": None if report is None else bool(report.get("pass")),
+        "failed_checks": []
+        if report is None
+        else [name for name, c in report.get("checks", {}).items() if c.get("pass") is False],
+    }
+    trace = {
+        "plan": p,
+        "steps": [{"step": i + 1, "title": t, "text": s} for i, (t, s) in enumerate(steps)],
+        "verdict": verdict,
+        "consistency": cons,
+    }
+    trace["text"] = render_trace(trace)
+    return trace
+
+
+def _mean_en(comp: Composition) -> float:
+    total = sum(comp.values())
+    return sum(Element(el).X * n for el, n in comp.get_el_amt_dict().items()) / total
+
+
+def render_trace(trace: dict[str, Any]) -> str:
+    """The trace as numbered, human-readable lines."""
+    lines = [f"{s['step']}. {s['title']}: {s['text']}" for s in trace["steps"]]
+    v, c, p = trace["verdict"], trace["consistency"], trace["plan"]
+    n = len(lines) + 1
+    if v["valid"] is not None:
+        status = "valid" if v["valid"] else f"INVALID ({', '.join(v['failed_checks'])} failed)"
+        lines.append(f"{n}. Validators: {status}")
+        n += 1
+    found = v["found_spacegroup"]
+    found_txt = f"{spacegroup_symbol(found)} (No. {found})" if found else "unknown"
+    lines.append(
+        f"{n}. Plan vs result: space group {found_txt} "
+        f"{'matches' if c['spacegroup'] else 'differs from'} the plan; composition {v['formula']} "
+        f"{'matches' if c['composition'] else 'differs'}; density {v['density']:.2f} g/cm^3 "
+        f"{'inside' if c['density'] else 'outside'} the planned {p['density'][0]:.2f}-{p['density'][1]:.2f}"
+    )
+    return "\n".join(lines)
+
+
+def consistency_rates(traces: list[dict[str, Any] | None]) -> dict[str, float]:
+    """Plan-vs-result agreement over a batch: the fraction of traces agreeing on each item."""
+    rows = [t["consistency"] for t in traces if t]
+    if not rows:
+        return {}
+    keys = rows[0].keys()
+    out = {k: sum(bool(r[k]) for r in rows) / len(rows) for k in keys}
+    out["all"] = sum(all(r.values()) for r in rows) / len(rows)
+    out["n"] = len(rows)
+    return out
