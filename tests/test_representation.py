@@ -220,3 +220,37 @@ def test_runtime_modules_need_only_numpy():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _brute_feasible(sg: int, counts: tuple[int, int]) -> bool:
+    """Two elements: try every assignment of fixed positions (to element 1, 2 or none)."""
+    import itertools
+
+    t = SPACE_GROUPS[sg]
+    fixed = [int(m) for m, f in zip(t.multiplicity, t.fixed) if f]
+    free = sorted({int(m) for m, f in zip(t.multiplicity, t.fixed) if not f})
+    reach = np.zeros(max(counts) + 1, bool)
+    reach[0] = True
+    for m in free:
+        for n in range(m, len(reach)):
+            reach[n] |= reach[n - m]
+    for owner in itertools.product((0, 1, 2), repeat=len(fixed)):
+        left = [counts[0] - sum(m for m, o in zip(fixed, owner) if o == 1),
+                counts[1] - sum(m for m, o in zip(fixed, owner) if o == 2)]
+        if all(n >= 0 and reach[n] for n in left):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("sg", [47, 123, 191, 221, 225, 227])
+def test_feasibility_agrees_with_brute_force(sg):
+    from crystalgen.representation.feasibility import feasible
+
+    for a in range(1, 13):
+        for b in range(1, 13):
+            assert feasible(sg, (a, b)) == _brute_feasible(sg, (a, b)), (sg, a, b)
+
+
+def test_vocabulary_ids_are_stable():
+    assert VOCAB_SIZE == 496 and TOKENS[0] == "<pad>" and VOCAB["<eos>"] == 2
+    assert (VOCAB["<el:H>"], VOCAB["<sg:1>"], VOCAB["<wy:A>"], TOKENS[-1]) == (8, 186, 449, "<v:z>")
