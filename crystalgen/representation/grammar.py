@@ -314,7 +314,7 @@ class Grammar:
         self._allowed = None
 
     def _advance_value(self, value: float) -> None:
-        self.values.append(value)
+        self.values.append(value % 1.0 if self.phase == SITE_V else value)  # as `decode` reads it
         if self.phase == LATV and len(self.values) == 6:
             self.values = []
             self.phase = SITE_EL
