@@ -103,12 +103,14 @@ def chunk_gated_delta_rule(
 
     state = q.new_zeros(b, h, dk, dv) if initial_state is None else initial_state.to(ct)
     outs = []
-    for i in range(n):
-        u_i = u[:, :, i] - w[:, :, i] @ state
-        outs.append((q[:, :, i] * g[:, :, i, :, None].exp()) @ state + qk[:, :, i] @ u_i)
-        g_last = g[:, :, i, -1]
-        k_decayed = k[:, :, i] * (g_last[..., None] - g[:, :, i]).exp()[..., None]
-        state = state * g_last.exp()[..., None, None] + k_decayed.transpose(-1, -2) @ u_i
+    # unbind once (not x[:, :, i] per chunk): cheaper backward
+    chunks = zip(*(x.unbind(2) for x in (q, k, u, w, qk, g)))
+    for q_i, k_i, u_i, w_i, qk_i, g_i in chunks:
+        u_i = u_i - w_i @ state
+        outs.append((q_i * g_i[..., None].exp()) @ state + qk_i @ u_i)
+        g_last = g_i[..., -1:]
+        k_decayed = k_i * (g_last - g_i).exp()[..., None]
+        state = state * g_last.exp()[..., None] + k_decayed.transpose(-1, -2) @ u_i
     out = torch.stack(outs, dim=2).reshape(b, h, n * c, dv)[:, :, :t]
     return out.transpose(1, 2).to(in_dtype), state
 
@@ -129,12 +131,11 @@ def recurrent_gated_delta_rule(
     q = q * dk**-0.5
     state = q.new_zeros(b, h, dk, v.shape[-1]) if initial_state is None else initial_state.to(ct)
     outs = []
-    for i in range(t):
-        state = state * g[:, :, i].exp()[..., None, None]
-        k_i = k[:, :, i]
-        delta = (v[:, :, i] - (k_i[..., None] * state).sum(-2)) * beta[:, :, i, None]
+    for q_i, k_i, v_i, g_i, b_i in zip(*(x.unbind(2) for x in (q, k, v, g, beta))):
+        state = state * g_i.exp()[..., None, None]
+        delta = (v_i - (k_i[..., None] * state).sum(-2)) * b_i[..., None]
         state = state + k_i[..., None] * delta[..., None, :]
-        outs.append((q[:, :, i, :, None] * state).sum(-2))
+        outs.append((q_i[..., None] * state).sum(-2))
     return torch.stack(outs, dim=1).to(in_dtype), state
 
 

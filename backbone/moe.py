@@ -80,8 +80,7 @@ class Experts(nn.Module):
         self.down_proj = nn.Parameter(torch.empty(num_experts, hidden_size, intermediate_size))
 
     def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
-        gate, up = F.linear(x, self.gate_up_proj[e]).chunk(2, dim=-1)
-        return F.linear(F.silu(gate) * up, self.down_proj[e])
+        return _swiglu(x, self.gate_up_proj[e], self.down_proj[e])
 
     def forward(self, x: torch.Tensor, routing: Routing) -> torch.Tensor:
         """x (N, H) -> sum over chosen experts of weight * expert(x), (N, H)."""
@@ -93,8 +92,10 @@ class Experts(nn.Module):
         xs = x[token]
         ys = self._grouped(xs, counts) if _use_grouped_mm(xs) else None
         if ys is None:
+            # unbind, not [e] indexing: one backward stack instead of E zero-filled copies
+            weights = zip(self.gate_up_proj.unbind(0), self.down_proj.unbind(0))
             slices = xs.split(counts.tolist())
-            ys = torch.cat([self.expert(e, s) for e, s in enumerate(slices) if s.shape[0]]
+            ys = torch.cat([_swiglu(s, gu, d) for s, (gu, d) in zip(slices, weights) if s.shape[0]]
                            or [xs.new_zeros(0, x.shape[1])])
         ys = ys * routing.weights.reshape(-1)[order, None].to(ys.dtype)
         return torch.zeros_like(x).index_add_(0, token, ys.to(x.dtype))
@@ -108,6 +109,11 @@ class Experts(nn.Module):
             return torch._grouped_mm(F.silu(gate) * up, self.down_proj.transpose(1, 2), offs=offs)
         except (RuntimeError, TypeError, NotImplementedError):
             return None
+
+
+def _swiglu(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+    gate, up = F.linear(x, gate_up).chunk(2, dim=-1)
+    return F.linear(F.silu(gate) * up, down)
 
 
 def _use_grouped_mm(x: torch.Tensor) -> bool:

@@ -8,6 +8,15 @@ import torch
 from crystalgen.backbone import Backbone, CausalLM, MTPModule, get_config
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """This 2-core machine is shared: a single torch thread avoids spin-wait slowdowns."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _backbone(**overrides) -> Backbone:
     torch.manual_seed(0)
     return Backbone(get_config("tiny", **overrides)).eval()
