@@ -7,6 +7,8 @@ import math
 import pytest
 import torch
 
+from training_data import one_thread
+
 from crystalgen.heads import (
     GaussianMixture,
     GaussianMixtureHead,
@@ -18,6 +20,8 @@ from crystalgen.heads import (
     sample_token,
     sample_von_mises,
 )
+
+_one_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
 
 
 def _von_mises_example() -> VonMisesMixture:

@@ -51,6 +51,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     max_steps: int = 2000
     max_minutes: float = 0.0
+    session_steps: int = 0  # end this session (with a checkpoint) after N steps; schedule unchanged
     seed: int = 0
     log_every: int = 10
     eval_every: int = 200

@@ -170,6 +170,10 @@ def _train(config: TrainConfig, data_path: Path, out: Path, resume: bool, ctx, p
 
     if ctx.device.type == "cpu":
         torch.set_num_threads(config.num_threads)
+        if config.num_threads > 1 and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
+            log.warning("OMP_WAIT_POLICY is not PASSIVE: on a busy CPU, %d spinning threads can be "
+                        "~50x slower than one (export OMP_WAIT_POLICY=PASSIVE or num_threads = 1)",
+                        config.num_threads)
     out.mkdir(parents=True, exist_ok=True)
     show = progress and ctx.is_main
     emit = _Logger(out, ctx.is_main)
@@ -205,8 +209,12 @@ def _train(config: TrainConfig, data_path: Path, out: Path, resume: bool, ctx, p
         )
     model.train()
 
+    session_first_step = state.step
+
     def budget_left() -> bool:
         if config.max_steps and state.step >= config.max_steps:
+            return False
+        if config.session_steps and state.step - session_first_step >= config.session_steps:
             return False
         return not (config.max_minutes and state.elapsed >= 60.0 * config.max_minutes)
 

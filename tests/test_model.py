@@ -1,0 +1,112 @@
+"""The crystal model on real encoded crystals: loss targets, incremental decoding, files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from training_data import fixture_sequences, one_thread
+
+from crystalgen.heads import GaussianMixture, VonMisesMixture
+from crystalgen.model import HEAD_NAMES, CrystalModel, CrystalModelConfig
+from crystalgen.representation import vocab as V
+from crystalgen.training.dataset import collate
+
+
+_one_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
+
+
+@pytest.fixture(scope="module")
+def sequences():
+    data = fixture_sequences()
+    assert len(data) >= 50  # the 60-row fixture, nearly all encodable
+    return [s["csp"] for s in data.sequences[:4]] + [data.sequences[4]["gen"]]
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return CrystalModel(CrystalModelConfig()).eval()
+
+
+def _expected_counts(seq) -> dict[str, int]:
+    kind, loss, free = seq.value_kind[1:], seq.loss_mask[1:], seq.free[1:]
+    out = {"token": int((loss & (kind == 0)).sum())}
+    for k, name in ((1, "length"), (2, "angle"), (3, "coordinate")):
+        out[name] = int((loss & free & (kind == k)).sum())
+    return out
+
+
+def test_batch_losses_are_the_sum_of_single_sequence_losses(model, sequences):
+    """Right padding adds no targets and changes no real position's prediction."""
+    with torch.no_grad():
+        together = model.nll_sums(collate(sequences))
+        alone = [model.nll_sums(collate([s])) for s in sequences]
+    for name in HEAD_NAMES:
+        assert together[name][1] == sum(a[name][1] for a in alone) == sum(_expected_counts(s)[name] for s in sequences)
+        total = sum(float(a[name][0]) for a in alone)
+        assert float(together[name][0]) == pytest.approx(total, rel=1e-4, abs=1e-3)
+    assert together["coordinate"][1] > 0 and together["length"][1] > 0
+
+
+def test_forward_reports_every_head_and_mtp(model, sequences):
+    losses = model(collate(sequences))
+    assert set(losses) == {*HEAD_NAMES, "aux", "mtp", "loss"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert losses["token"].item() == pytest.approx(torch.log(torch.tensor(float(V.VOCAB_SIZE))).item(), rel=0.1)
+    no_mtp = CrystalModel(CrystalModelConfig(mtp=False))
+    assert "mtp" not in no_mtp(collate(sequences)) and no_mtp.mtp is None
+
+
+def test_incremental_decoding_matches_the_full_forward(model, sequences):
+    """Prefill a left-padded batch of prefixes, then feed one position at a time."""
+    seqs = sequences[:2]
+    cut = [int((s.tokens == V.PLAN).nonzero()[0][0]) + 1 for s in seqs]
+    steps = min(len(s) for s in seqs) - max(cut)
+    width = max(cut)
+    tok = torch.zeros(2, width, dtype=torch.long)
+    val = torch.zeros(2, width)
+    kind = torch.zeros(2, width, dtype=torch.long)
+    mask = torch.zeros(2, width, dtype=torch.bool)
+    for i, (s, c) in enumerate(zip(seqs, cut)):
+        tok[i, width - c :] = torch.from_numpy(s.tokens[:c])
+        mask[i, width - c :] = True
+    with torch.no_grad():
+        full = [model.backbone(model.embed(*(torch.from_numpy(a)[None] for a in (s.tokens, s.values, s.value_kind.astype("int64"))))).hidden_states[0] for s in seqs]
+        cache = model.new_cache(2, width + steps)
+        hidden = model.step(tok, val, kind, cache, attention_mask=mask)
+        for j in range(steps):
+            for i, c in enumerate(cut):
+                assert torch.allclose(hidden[i], full[i][c - 1 + j], atol=2e-4), (i, j)
+            pos = [c + j for c in cut]
+            new = [torch.tensor([[getattr(s, f)[p] for s, p in zip(seqs, pos)]]).T for f in ("tokens", "values", "value_kind")]
+            hidden = model.step(new[0].long(), new[1].float(), new[2].long(), cache)
+
+
+def test_value_distributions_by_kind(model, sequences):
+    hidden = torch.randn(3, model.backbone.config.hidden_size)
+    assert isinstance(model.value_distribution(hidden, 1), GaussianMixture)
+    assert isinstance(model.value_distribution(hidden, 2), GaussianMixture)
+    coords = model.value_distribution(hidden, 3)
+    assert isinstance(coords, VonMisesMixture)
+    drawn = coords.sample(1.0, torch.Generator().manual_seed(0))
+    assert drawn.shape == (3,) and ((drawn >= 0) & (drawn < 1)).all()
+    assert model.token_logits(hidden).shape == (3, V.VOCAB_SIZE)
+
+
+def test_save_and_load_round_trip_with_backbone_overrides(tmp_path, sequences):
+    torch.manual_seed(1)
+    config = CrystalModelConfig(backbone_overrides={"num_experts": 0, "position_embedding": "rope"}, n_mixture=3)
+    model = CrystalModel(config).eval()
+    assert not model.backbone.config.is_moe and model.backbone.config.position_embedding == "rope"
+    model.save_pretrained(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert meta["backbone_overrides"] == {"num_experts": 0, "position_embedding": "rope"} and meta["n_mixture"] == 3
+    loaded = CrystalModel.from_pretrained(tmp_path / "m")
+    batch = collate(sequences)
+    with torch.no_grad():
+        a, b = model(batch), loaded(batch)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
