@@ -9,15 +9,7 @@ from safetensors.torch import save_file
 
 from crystalgen.backbone import CausalLM, count_parameters, get_config, load_hf_checkpoint, to_hf_state_dict
 from crystalgen.cli import main
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """This 2-core machine is shared: a single torch thread avoids spin-wait slowdowns."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from crystalgen.backbone.testing import one_torch_thread  # noqa: F401  (autouse fixture)
 
 
 def _write_qwen35_style_checkpoint(model: CausalLM, directory) -> None:

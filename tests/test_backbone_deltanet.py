@@ -1,18 +1,9 @@
 """Gated DeltaNet: chunked, recurrent and a naive matrix-form reference agree."""
 
-import pytest
 import torch
 
 from crystalgen.backbone.deltanet import _UnitLowerInverse, chunk_gated_delta_rule, l2norm, recurrent_gated_delta_rule
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """This 2-core machine is shared: a single torch thread avoids spin-wait slowdowns."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from crystalgen.backbone.testing import one_torch_thread  # noqa: F401  (autouse fixture)
 
 
 def naive_gated_delta_rule(q, k, v, g, beta, state=None):

@@ -2,19 +2,10 @@
 
 import math
 
-import pytest
 import torch
 
 from crystalgen.backbone.fope import RotaryEmbedding, apply_rotary, rope_frequencies, rotate_half
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """This 2-core machine is shared: a single torch thread avoids spin-wait slowdowns."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from crystalgen.backbone.testing import one_torch_thread  # noqa: F401  (autouse fixture)
 
 
 def _rope_reference(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:

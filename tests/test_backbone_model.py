@@ -6,15 +6,7 @@ import pytest
 import torch
 
 from crystalgen.backbone import Backbone, CausalLM, MTPModule, get_config
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """This 2-core machine is shared: a single torch thread avoids spin-wait slowdowns."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from crystalgen.backbone.testing import one_torch_thread  # noqa: F401  (autouse fixture)
 
 
 def _backbone(**overrides) -> Backbone:

@@ -1,19 +1,10 @@
 """MoE: sorted dispatch equals the per-token loop; grouped and STE routing; balance loss."""
 
-import pytest
 import torch
 
 from crystalgen.backbone import get_config
 from crystalgen.backbone.moe import Routing, SparseMoeBlock, load_balancing_loss, naive_moe
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """This 2-core machine is shared: a single torch thread avoids spin-wait slowdowns."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from crystalgen.backbone.testing import one_torch_thread  # noqa: F401  (autouse fixture)
 
 
 def _block(**overrides) -> SparseMoeBlock:
