@@ -9,6 +9,8 @@ back to other groups and finally P1 when pyxtal cannot place the atoms. This is 
 from __future__ import annotations
 
 from collections.abc import Sequence
+import signal
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
@@ -25,6 +27,31 @@ class PyXtalConfig:
 
     max_groups: int = 5
     factor: float = 1.1
+    seconds_per_group: float = 5.0  # pyxtal occasionally searches for minutes; move on
+
+
+class _TimeLimit:
+    """Raise TimeoutError in the block after `seconds` (SIGALRM: main thread only,
+    which is where the harness's worker processes run tasks; elsewhere, no limit)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.active = seconds > 0 and threading.current_thread() is threading.main_thread()
+
+    def _expire(self, signum, frame):
+        raise TimeoutError(f"gave up after {self.seconds} s")
+
+    def __enter__(self):
+        if self.active:
+            self.previous = signal.signal(signal.SIGALRM, self._expire)
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+        return self
+
+    def __exit__(self, *exc):
+        if self.active:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.previous)
+        return False
 
 
 @lru_cache(maxsize=None)
@@ -80,15 +107,18 @@ class PyXtalBaseline:
         # compatible ones, and checks far fewer groups than listing them all (slow for
         # large cells).
         order = [int(g) for g in rng.permutation(np.arange(1, 231))]
-        tries = chain(_first_compatible(order, tuple(counts), self.config.max_groups), [1])
+        tries = chain(
+            _first_compatible(order, tuple(counts), self.config.max_groups, self.config.seconds_per_group), [1]
+        )
         last_error = "no space group tried"
         for sg in tries:
             crystal = pyxtal()
             try:
-                crystal.from_random(
-                    3, sg, species, counts, factor=self.config.factor,
-                    random_state=int(rng.integers(2**31 - 1)),
-                )
+                with _TimeLimit(self.config.seconds_per_group):
+                    crystal.from_random(
+                        3, sg, species, counts, factor=self.config.factor,
+                        random_state=int(rng.integers(2**31 - 1)),
+                    )
             except Exception as err:  # pyxtal raises assorted errors when placement fails
                 last_error = f"sg {sg}: {err}"
                 continue
@@ -101,12 +131,18 @@ class PyXtalBaseline:
         raise RuntimeError(f"pyxtal failed for {composition.formula}: {last_error}")
 
 
-def _first_compatible(order: list[int], counts: tuple[int, ...], k: int):
-    """The first `k` groups of `order` compatible with `counts`, checked lazily."""
+def _first_compatible(order: list[int], counts: tuple[int, ...], k: int, seconds: float):
+    """The first `k` groups of `order` compatible with `counts`, checked lazily (a check
+    slower than `seconds` counts as incompatible)."""
     found = 0
     for sg in order:
         if found >= k:
             return
-        if is_compatible(sg, counts):
+        try:
+            with _TimeLimit(seconds):
+                ok = is_compatible(sg, counts)
+        except TimeoutError:
+            ok = False
+        if ok:
             found += 1
             yield sg
