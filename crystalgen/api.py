@@ -138,8 +138,8 @@ def _composition(formula: str | Composition) -> Composition:
         raise RequestError(f"cannot read formula {formula!r}: {err}") from None
     if not comp.elements:
         raise RequestError(f"formula {formula!r} has no elements")
-    for el in comp.elements:
-        _element(str(el))
+    for el in comp.elements:  # pymatgen reads unknown symbols as dummy species
+        _element(getattr(el, "symbol", str(el)))
     return comp
 
 

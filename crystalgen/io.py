@@ -35,8 +35,12 @@ def atomic_path(path: Path, directory: bool = False) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def cif_string(result: GenerationResult, symprec: float = 0.1) -> str:
-    """A CIF carrying the space group (symmetrised), falling back to P1 if spglib fails."""
+def cif_string(result: GenerationResult, symprec: float = 0.01) -> str:
+    """A CIF carrying the space group (symmetrised), falling back to P1 if spglib fails.
+
+    Generated cells are symmetric by construction, so a tight tolerance keeps the
+    written structure identical to the generated one.
+    """
     from pymatgen.io.cif import CifWriter
 
     try:

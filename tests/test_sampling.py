@@ -1,0 +1,189 @@
+"""The sampling product: constrained decoding guarantees, the API, the CLI and writers.
+
+Guarantees that hold for any weights (exact composition, chemical systems, requested
+space groups, seeds) are tested on a small randomly initialised model; what needs a
+trained model (valid crystals) is tested on the shipped one.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from pymatgen.core import Composition, Structure
+
+from crystalgen.api import PRETRAINED_DIR, CrystalGenerator, RequestError
+from crystalgen.cli import main
+from crystalgen.io import read_h5, write_results
+from crystalgen.model import CrystalModel, CrystalModelConfig
+from crystalgen.results import GenerationResult
+
+
+@pytest.fixture(scope="module")
+def random_model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("random_model")
+    CrystalModel(CrystalModelConfig()).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def gen(random_model_dir):
+    return CrystalGenerator.from_pretrained(random_model_dir)
+
+
+def test_formula_is_met_exactly(gen):
+    results = gen.sample(n=12, formula="LiFePO4", seed=0)
+    assert len(results) == 12
+    for r in results:
+        assert r.structure.composition.reduced_formula == "LiFePO4"
+        assert r.trace["plan"]["reduced_formula"] == "LiFePO4"
+        assert r.report["checks"]["composition"]["pass"] is True
+
+
+def test_predict_structure_fixes_the_cell_content(gen):
+    results = gen.predict_structure("Na2Cl2", n=6, seed=1)
+    assert results
+    for r in results:
+        prim = r.structure.get_primitive_structure(tolerance=0.01)
+        # the conventional cell holds centring x 2 formula units; never another count
+        assert r.structure.composition.reduced_formula == "NaCl"
+        assert len(r.structure) % 4 == 0
+        assert len(prim) <= len(r.structure)
+
+
+def test_same_seed_same_structures(gen):
+    a = gen.sample(n=5, formula="SrTiO3", seed=7, validate=False)
+    b = gen.sample(n=5, formula="SrTiO3", seed=7, validate=False)
+    c = gen.sample(n=5, formula="SrTiO3", seed=8, validate=False)
+    key = lambda rs: [(r.structure.lattice.abc, r.structure.frac_coords.round(6).tolist()) for r in rs]  # noqa: E731
+    assert key(a) == key(b)
+    assert key(a) != key(c)
+
+
+def test_chemsys_and_element_rules(gen):
+    for r in gen.sample(n=10, chemsys="Li-Fe-O", seed=2):
+        assert {el.symbol for el in r.structure.composition.elements} == {"Li", "Fe", "O"}
+    for r in gen.sample(n=10, elements=["Mg", "Si", "O"], seed=3):
+        assert {el.symbol for el in r.structure.composition.elements} <= {"Mg", "Si", "O"}
+
+
+def test_requested_space_group_is_planned_and_built(gen):
+    for r in gen.sample(n=6, formula="NaCl", spacegroup=225, seed=4):
+        assert r.trace["plan"]["spacegroup"] == 225
+        # the cell is rebuilt from Fm-3m Wyckoff orbits: 4 formula units at least
+        assert len(r.structure) % 8 == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(formula="Xx2O3"), "unknown element 'Xx'"),
+        (dict(formula="Na(Cl"), "cannot read formula"),
+        (dict(chemsys="Li-Qq"), "unknown element"),
+        (dict(formula="NaCl", chemsys="Na-Cl"), "at most one"),
+        (dict(formula="NaCl", spacegroup=230, num_atoms=2), "cannot be placed"),
+        (dict(formula="Na60Cl60", num_atoms=120), "formula units"),
+    ],
+)
+def test_bad_requests_are_refused(gen, kwargs, message):
+    with pytest.raises(RequestError, match=message):
+        gen.sample(n=1, **kwargs)
+
+
+def test_results_round_trip_through_every_format(gen, tmp_path):
+    results = gen.sample(n=3, formula="NaCl", seed=5)
+    back = GenerationResult.from_dict(json.loads(json.dumps(results[0].as_dict())))
+    assert back.structure == results[0].structure and back.trace == results[0].trace
+
+    write_results(results, tmp_path / "out.cif")
+    from pymatgen.io.cif import CifParser
+
+    parsed = CifParser(tmp_path / "out.cif").parse_structures(primitive=False)
+    assert len(parsed) == 3
+    assert all(s.composition.reduced_formula == "NaCl" for s in parsed)
+    from ase.io import read
+
+    frames = read(tmp_path / "out.cif", index=":")
+    assert len(frames) == 3
+
+    write_results(results, tmp_path / "cifs")
+    assert len(list((tmp_path / "cifs").glob("*.cif"))) == 3
+
+    write_results(results, tmp_path / "out.extxyz")
+    assert len(read(tmp_path / "out.extxyz", index=":")) == 3
+
+    write_results(results, tmp_path / "out.h5")
+    again = read_h5(tmp_path / "out.h5")
+    assert [r.structure.composition for r in again] == [r.structure.composition for r in results]
+    assert np.allclose(again[1].structure.frac_coords, results[1].structure.frac_coords)
+
+
+def test_symmetrised_cif_keeps_the_space_group(tmp_path):
+    from pathlib import Path
+
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    structures = [Structure.from_file(examples / name) for name in ("LiFePO4.cif", "NaCl.cif")]
+    write_results([GenerationResult(s) for s in structures], tmp_path / "cifs")
+    paths = sorted((tmp_path / "cifs").glob("*.cif"))
+    for path, s in zip(paths, structures):
+        number = int(next(line.split()[-1] for line in path.read_text().splitlines()
+                          if line.startswith("_symmetry_Int_Tables_number")))
+        assert number == SpacegroupAnalyzer(s, symprec=0.01).get_space_group_number() > 1
+        assert Structure.from_file(path).matches(s)
+
+
+def test_cli_sample_writes_and_summarises(random_model_dir, tmp_path):
+    out = tmp_path / "nacl.json"
+    res = CliRunner().invoke(
+        main, ["sample", "--model", str(random_model_dir), "--formula", "NaCl", "-n", "3", "--seed", "0",
+               "--out", str(out), "--trace"],
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    assert len(data) == 3
+    assert "1. Composition" in res.output and "overall" in res.output
+
+
+@pytest.mark.parametrize(
+    "args", [["--formula", "Xx2"], ["--formula", "NaCl", "--chemsys", "Na-Cl"],
+             ["--formula", "NaCl", "--spacegroup", "230", "--num-atoms", "2"]]
+)
+def test_cli_bad_input_fails_cleanly(random_model_dir, tmp_path, args):
+    out = tmp_path / "never.cif"
+    res = CliRunner().invoke(main, ["sample", "--model", str(random_model_dir), *args, "--out", str(out)])
+    assert res.exit_code != 0
+    assert "Error" in res.output
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+# --- the shipped model -------------------------------------------------------------------
+
+shipped = pytest.mark.skipif(
+    not (PRETRAINED_DIR / "model.safetensors").is_file(), reason="no shipped model in this checkout"
+)
+
+
+@shipped
+def test_shipped_model_makes_valid_crystals():
+    gen = CrystalGenerator.from_pretrained()
+    results = gen.sample(n=48, formula="NaCl", seed=0) + gen.sample(n=48, chemsys="Li-Fe-O", seed=0)
+    assert len(results) == 96
+    structural = np.mean([r.report["checks"]["distance"]["pass"] and r.report["checks"]["lattice"]["pass"]
+                          for r in results])
+    overall = np.mean([r.valid for r in results])
+    assert structural >= 0.9, structural
+    assert overall >= 0.6, overall
+
+
+@shipped
+def test_shipped_model_follows_its_plan():
+    gen = CrystalGenerator.from_pretrained()
+    results = gen.sample(n=48, formula="SrTiO3", seed=1)
+    agree = np.mean([r.trace["consistency"]["spacegroup"] for r in results])
+    assert agree >= 0.5, agree
