@@ -16,6 +16,7 @@ import torch
 
 from crystalgen.backbone import Backbone, get_config
 from crystalgen.backbone import deltanet
+from crystalgen.backbone import moe as moe_module
 from crystalgen.backbone.moe import SparseMoeBlock, naive_moe
 
 from bench_backbone import median_seconds
@@ -42,11 +43,10 @@ def dispatch_figures(num_experts: int, top_k: int, tokens: int = 4096, hidden: i
         if grouped is not None:
             result["grouped_vs_loop_max_abs_diff"] = (grouped.float() - loop.float()).abs().max().item()
         result["block_ms"] = 1e3 * median_seconds(lambda: block(x), "cuda", repeats=10)
-        mod = __import__("crystalgen.backbone.moe", fromlist=["_use_grouped_mm"])
-        keep = mod._use_grouped_mm
-        mod._use_grouped_mm = lambda t: False
+        keep = moe_module._use_grouped_mm
+        moe_module._use_grouped_mm = lambda t: False  # force the per-expert loop
         result["block_loop_ms"] = 1e3 * median_seconds(lambda: block(x), "cuda", repeats=10)
-        mod._use_grouped_mm = keep
+        moe_module._use_grouped_mm = keep
         small = x[:512]
         result["naive_ms_512_tokens"] = 1e3 * median_seconds(lambda: naive_moe(block, small), "cuda", repeats=2)
         result["block_ms_512_tokens"] = 1e3 * median_seconds(lambda: block(small), "cuda", repeats=10)
