@@ -206,12 +206,13 @@ class GatedDeltaNet(nn.Module):
         out = self.norm(out, z).reshape(b, t, self.value_dim)
         return self.out_proj(out)
 
-    def _core(self, q, k, v, g, beta, state, decoding: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        if q.is_cuda and _fla_chunk is not None:
+    def _core(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor,
+        state: torch.Tensor | None, decoding: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if q.is_cuda and _fla_chunk is not None:  # fla: same (B, T, H, d) layout, g in float32
             fn = _fla_recurrent if decoding else _fla_chunk
-            dt = v.dtype
-            out, new_state = fn(q, k, v, g.to(dt), beta.to(dt), initial_state=state, output_final_state=True)
-            return out, new_state
+            return fn(q, k, v, g.float(), beta.to(v.dtype), initial_state=state, output_final_state=True)
         if decoding:
             return recurrent_gated_delta_rule(q, k, v, g, beta, state)
         return chunk_gated_delta_rule(q, k, v, g, beta, self.chunk_size, state)

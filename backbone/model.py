@@ -139,8 +139,6 @@ class Backbone(nn.Module):
             if position_ids is None:
                 position_ids = default_position_ids(step_mask, b, t, inputs_embeds.device, cache.next_position)
             cache.key_mask[:, cache.length:cache.length + t] = step_mask
-            # DeltaNet layers must also see padding masks inside a cached prefill
-            attention_mask = step_mask if attention_mask is not None else None
         elif position_ids is None:
             position_ids = default_position_ids(attention_mask, b, t, inputs_embeds.device)
 
