@@ -93,6 +93,28 @@ def h5_contents(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
+def children_of(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def wait_until_gone(pids: list[int], seconds: float = 20.0) -> bool:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if not any(Path(f"/proc/{p}").exists() for p in pids):
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def assert_same_run(a: Path, b: Path) -> None:
     ha, hb = h5_contents(a / "screen.h5"), h5_contents(b / "screen.h5")
     assert ha.keys() == hb.keys()
@@ -293,22 +315,25 @@ def test_killed_run_resumes_to_identical_results(tmp_path):
     # Uninterrupted, in two worker processes.
     run_screen(ScreenConfig.from_toml(config), tmp_path / "whole", workers=2, progress=False)
 
-    # Interrupted: kill the CLI as soon as its first shard file appears, then start it again.
+    # Interrupted: kill the CLI (two worker processes) as soon as its first shard file
+    # appears, then start it again (in-process this time).
     cmd = [sys.executable, "-c", "from crystalgen.cli import main; main()", "screen", str(config),
-           "--out", str(tmp_path / "killed"), "--workers", "1", "--quiet"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+           "--out", str(tmp_path / "killed"), "--quiet", "--workers"]
+    proc = subprocess.Popen(cmd + ["2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     shards = tmp_path / "killed" / "shards"
-    deadline = time.time() + 120
+    deadline = time.time() + 300
     while not (shards.exists() and list(shards.glob("*.json"))) and time.time() < deadline:
         assert proc.poll() is None, "the run ended before writing a shard"
         time.sleep(0.02)
+    workers = children_of(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done_before = {p.name: p.stat().st_mtime_ns for p in shards.glob("*.json")}
     assert 0 < len(done_before) < 5, "the kill must land midway"
     assert not (tmp_path / "killed" / "screen.h5").exists()
+    assert workers and wait_until_gone(workers), "worker processes outlived the killed driver"
 
-    restart = subprocess.run(cmd, capture_output=True, text=True)
+    restart = subprocess.run(cmd + ["1"], capture_output=True, text=True)
     assert restart.returncode == 0, restart.stderr
     assert f"{5 - len(done_before)} shards run" in restart.stdout
     assert all((shards / n).stat().st_mtime_ns == t for n, t in done_before.items())  # skipped, not redone

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
@@ -19,8 +21,16 @@ Task = tuple[Any, ...]
 OnDone = Callable[[int, Any], None]
 
 
-def _limit_threads(threads: int) -> None:
-    """Keep worker processes from oversubscribing the cores with BLAS/torch threads."""
+def _exit_with_parent(parent: int) -> None:
+    """Stop this worker when the driver dies (a killed run must not leave shards computing)."""
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def _init_worker(threads: int, parent: int) -> None:
+    """Limit BLAS/torch threads (no oversubscription) and follow the driver's death."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
     try:
         import torch
@@ -28,6 +38,7 @@ def _limit_threads(threads: int) -> None:
         torch.set_num_threads(threads)
     except ImportError:
         pass
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
 
 def run_local(fn: Callable, tasks: Sequence[Task], on_done: OnDone, workers: int = 1, progress: bool = True) -> None:
@@ -41,8 +52,8 @@ def run_local(fn: Callable, tasks: Sequence[Task], on_done: OnDone, workers: int
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
     # spawn, not fork: the driver may already hold torch / OpenMP state that fork would copy.
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_limit_threads,
-                             initargs=(threads,)) as pool:
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                             initargs=(threads, os.getpid())) as pool:
         pending = {pool.submit(fn, *args): i for i, args in enumerate(tasks)}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)

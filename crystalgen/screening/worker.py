@@ -72,6 +72,9 @@ def run_shard(spec: ShardSpec, config_dict: dict[str, Any], reference: Reference
                 "valid": valid,
                 "filter_reason": reason,
                 "passed_filters": valid and reason is None,
+                # filled in by the later stages this candidate reaches
+                "duplicate_of": None, "known_match": None, "score": None, "energy_per_atom": None,
+                "relaxed": None, "relax_steps": None, "score_error": None,
             }
         )
     clock.lap("filter")
@@ -80,8 +83,8 @@ def run_shard(spec: ShardSpec, config_dict: dict[str, Any], reference: Reference
     kept = [(row, r) for row, r in zip(rows, results) if row["passed_filters"]]
     inputs["deduplicate"] = len(kept)
     dups = deduplicate([DedupEntry(row["key"], row["formula"], r.structure) for row, r in kept], matcher)
-    for row in rows:
-        row["duplicate_of"] = dups.get(row["key"])
+    for row, _ in kept:
+        row["duplicate_of"] = dups[row["key"]]
     kept = [(row, r) for row, r in kept if row["duplicate_of"] is None]
     clock.lap("deduplicate")
     inputs["novelty"] = len(kept)
