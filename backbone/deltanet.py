@@ -97,8 +97,8 @@ def chunk_gated_delta_rule(
     # decay[i, j] = exp(g_i - g_j) for j <= i (masked before exp: no overflow)
     decay = (g[..., :, None] - g[..., None, :]).masked_fill(~causal, float("-inf")).exp()
     wy = _UnitLowerInverse.apply((k_beta @ k.transpose(-1, -2) * decay).tril(-1))
-    u = wy @ v_beta  # pseudo-values, before removing what the state already stores
-    w = wy @ (k_beta * g.exp()[..., None])
+    # u: pseudo-values (before removing what the state already holds); w: decayed keys
+    u, w = (wy @ torch.cat((v_beta, k_beta * g.exp()[..., None]), dim=-1)).split((dv, dk), dim=-1)
     qk = q @ k.transpose(-1, -2) * decay
 
     state = q.new_zeros(b, h, dk, dv) if initial_state is None else initial_state.to(ct)
