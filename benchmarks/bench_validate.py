@@ -66,6 +66,10 @@ def main(path: str, workers: int | None, limit: int | None, json_out: str | None
         "structural_validity": structural,
         "smact_validity": compositional,
         "summary": batch.summary,
+        "pymatgen_guess_skipped": sum(
+            r.checks["charge"].details.get("pymatgen_neutral") == "skipped (search too large)" for r in batch.reports
+        )
+        / len(structures),
     }
     print(json.dumps(figures, indent=2))
     if json_out:

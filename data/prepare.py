@@ -32,6 +32,9 @@ from crystalgen.validators.lattice import lattice_parameters
 SYMPREC = 0.01
 WYCKOFF_FAILED = "wyckoff conversion failed"
 EXAMPLES_PER_REASON = 5
+# Search cap for pymatgen's oxidation-state guess (see crystalgen.validators.charge): prepare runs
+# once, so it affords a larger search than the validators; formulas above it get oxidation 0.
+OXIDATION_MAX_SEARCH = 1000
 
 
 @dataclass
@@ -84,7 +87,7 @@ class DropReport:
 
 @lru_cache(maxsize=65536)
 def _oxidation_by_element(reduced_formula: str) -> dict[str, int]:
-    guess = guess_oxidation_states(reduced_formula) or {}
+    guess = guess_oxidation_states(reduced_formula, OXIDATION_MAX_SEARCH) or {}
     return {el: int(round(q)) for el, q in guess.items()}
 
 

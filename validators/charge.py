@@ -86,8 +86,9 @@ def smact_validity(composition: Composition | str) -> bool:
 # pymatgen's guess enumerates oxidation-state combinations per element and then the
 # product of their sums; a few formulas (e.g. CsK5Zn4Sn5S17) take seconds. Above this
 # estimated search size the guess is skipped and reported as such (keeps the full
-# validator set at >= 500 structures/s on 2 cores; about 85% of MPTS-52 formulas get a guess).
-PYMATGEN_MAX_SEARCH = 1000
+# validator set at >= 500 structures/s on 2 cores; see docs/foundation.md for the share of
+# MPTS-52 formulas that get a guess).
+PYMATGEN_MAX_SEARCH = 300
 
 
 @lru_cache(maxsize=None)
@@ -111,14 +112,14 @@ def pymatgen_search_size(composition: Composition) -> float:
 
 
 @lru_cache(maxsize=65536)
-def guess_oxidation_states(reduced_formula: str) -> dict[str, float] | None:
-    """pymatgen's most likely oxidation state per element; None if it finds none or the search is too large.
+def guess_oxidation_states(reduced_formula: str, max_search: float = PYMATGEN_MAX_SEARCH) -> dict[str, float] | None:
+    """pymatgen's most likely oxidation state per element; None if it finds none or the search exceeds `max_search`.
 
     Cached per reduced formula; `max_sites=-1` makes pymatgen work on the reduced formula.
     """
     try:
         comp = Composition(reduced_formula)
-        if pymatgen_search_size(comp) > PYMATGEN_MAX_SEARCH:
+        if pymatgen_search_size(comp) > max_search:
             return None
         guesses = comp.oxi_state_guesses(max_sites=-1)
     except Exception:

@@ -39,6 +39,8 @@ def _unusable(structure: Any, intent: Intent) -> ValidationReport:
 
 
 def _cell_or_none(structure: Any) -> Cell | None:
+    if isinstance(structure, Cell):
+        return structure
     if not isinstance(structure, Structure) or len(structure) == 0:
         return None
     try:
@@ -47,7 +49,7 @@ def _cell_or_none(structure: Any) -> Cell | None:
         return None
 
 
-def validate(structure: Structure, intent: Intent | None = None) -> ValidationReport:
+def validate(structure: Structure | Cell, intent: Intent | None = None) -> ValidationReport:
     """All checks on one structure; never raises on a bad structure (it fails the checks instead)."""
     intent = intent or Intent()
     cell = _cell_or_none(structure)
@@ -110,7 +112,8 @@ def validate_many(
     intent_list = list(intents) if intents is not None else [None] * len(structures)
     if len(intent_list) != len(structures):
         raise ValueError(f"{len(intent_list)} intents for {len(structures)} structures")
-    jobs = list(zip(structures, intent_list))
+    # Workers get the extracted arrays, not Structures: unpickling a Structure rebuilds every site.
+    jobs = [(_cell_or_none(s) or s, intent) for s, intent in zip(structures, intent_list)]
     workers = workers or os.cpu_count() or 1
     bar = tqdm(total=len(jobs), desc="validating", unit="struct", disable=not progress)
     if workers <= 1 or len(jobs) < _SERIAL_BELOW:
