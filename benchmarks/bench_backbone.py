@@ -129,10 +129,18 @@ def main(device: str, threads: int, config_name: str, batch: int, seq: int, json
     cfg = get_config(config_name)
     results: dict = {"device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
                      "threads": threads, "config": config_name}
-    jobs = tqdm(total=5, desc="backbone benchmarks")
+    jobs = tqdm(total=7, desc="backbone benchmarks")
+    twin = dense_twin(cfg)
     results["train_moe"] = bench_training(cfg, device, batch, seq)
     jobs.update()
-    results["train_dense_equal_active"] = bench_training(dense_twin(cfg), device, batch, seq)
+    results["train_dense_equal_active"] = bench_training(twin, device, batch, seq)
+    jobs.update()
+    # which half costs: the same MoE with attention only, the same layer mix with dense MLPs
+    all_attention = dataclasses.replace(cfg, layer_types=["full_attention"] * cfg.num_hidden_layers)
+    results["train_moe_all_attention"] = bench_training(all_attention, device, batch, seq)
+    jobs.update()
+    hybrid_dense = dataclasses.replace(twin, layer_types=cfg.layer_types, position_embedding=cfg.position_embedding)
+    results["train_dense_hybrid_layers"] = bench_training(hybrid_dense, device, batch, seq)
     jobs.update()
     hidden = cfg.hidden_size
     results["dispatch"] = [bench_dispatch(8, 2, device, 1024, hidden)]
