@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import click
@@ -33,4 +34,5 @@ def command(config_path, data_path, out_dir, resume, device, overrides, quiet) -
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = load_config(config_path, list(overrides))
     final = train(config, data_path, out_dir, resume=resume, device=device, progress=not quiet)
-    click.echo("validation NLL per head: " + ", ".join(f"{k}={v:.4f}" for k, v in final.items()))
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo("validation NLL per head: " + ", ".join(f"{k}={v:.4f}" for k, v in final.items()))

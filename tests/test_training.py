@@ -1,0 +1,145 @@
+"""Training: config files, the seeded split, bucketing, and short real runs on the fixture
+corpus (loss goes down; resume is exact; 2-process gloo DDP through torchrun)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from training_data import fixture_corpus_path, fixture_sequences, one_thread
+
+from crystalgen.cli.train import command as train_command
+from crystalgen.model import CrystalModel
+from crystalgen.training.config import DataConfig, TrainConfig, load_config
+from crystalgen.training.dataset import EpochBatches, bucketed_batches, is_validation, split
+from crystalgen.training.loop import learning_rate, load_checkpoint, train
+
+EXAMPLES = Path(__file__).parents[1] / "examples"
+_one_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
+
+
+def _records(out: Path, split_name: str) -> list[dict]:
+    lines = (out / "train_log.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r.get("split") == split_name]
+
+
+def _tiny(**changes) -> TrainConfig:
+    """A fast run on the fixture: the tiny backbone, small batches, frequent logs."""
+    config = load_config(
+        EXAMPLES / "train_tiny.toml",
+        ["num_threads=1", "sample_every=0", "log_every=5", "eval_every=100", "data.batch_size=8",
+         "data.val_fraction=0.1", "optim.warmup_steps=5", "optim.lr=3e-3"],
+    )
+    for key, value in changes.items():
+        setattr(config, key, value)
+    return config
+
+
+def test_example_configs_load_and_unknown_keys_fail(tmp_path):
+    for name in ("train_tiny.toml", "train_gpu.toml"):
+        config = load_config(EXAMPLES / name)
+        assert config.max_steps > 0 and config.model.backbone
+    config = load_config(EXAMPLES / "train_tiny.toml", ["model.backbone_overrides.num_experts=0",
+                                                       "model.backbone_overrides.position_embedding=rope",
+                                                       "max_minutes=2.5"])
+    assert config.model.backbone_overrides == {"num_experts": 0, "position_embedding": "rope"}
+    assert config.max_minutes == 2.5 and not config.model.backbone_config().is_moe
+    (tmp_path / "bad.json").write_text(json.dumps({"optim": {"learning_rate": 1}}))
+    with pytest.raises(ValueError, match="learning_rate"):
+        load_config(tmp_path / "bad.json")
+
+
+def test_learning_rate_warms_up_then_decays():
+    cfg = TrainConfig().optim
+    lrs = [learning_rate(cfg, s, s / 1000) for s in range(1000)]
+    assert lrs[0] < lrs[cfg.warmup_steps - 1] == pytest.approx(max(lrs), rel=0.01)
+    assert lrs[-1] == pytest.approx(cfg.lr * cfg.min_lr_ratio, rel=0.01)
+    assert all(a >= b for a, b in zip(lrs[cfg.warmup_steps :], lrs[cfg.warmup_steps + 1 :]))
+
+
+def test_validation_split_is_seeded_by_material_id():
+    ids = [f"mp-{i}" for i in range(20000)]
+    held = np.array([is_validation(m, 0.05, seed=0) for m in ids])
+    assert 0.04 < held.mean() < 0.06
+    assert [is_validation(m, 0.05, 0) for m in ids[:500]] == list(held[:500])  # order-free, repeatable
+    assert (np.array([is_validation(m, 0.05, seed=1) for m in ids]) != held).any()
+    data = fixture_sequences()
+    train_set, val_set = split(data, 0.1, seed=0)
+    assert len(train_set) + len(val_set) == len(data) and not set(train_set.ids) & set(val_set.ids)
+
+
+def test_bucketing_covers_everything_once_and_cuts_padding():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(20, 200, size=1000)
+    batches = bucketed_batches(lengths, 16, 20, np.random.default_rng(1))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+    padded = sum(len(b) * lengths[b].max() for b in batches)
+    random = sum(16 * lengths[b].max() for b in np.array_split(rng.permutation(1000), 1000 // 16))
+    assert padded < 0.8 * random
+
+
+def test_epoch_batches_are_repeatable_and_disjoint_across_ranks():
+    data = fixture_sequences()
+    cfg = DataConfig(batch_size=4, bucket_batches=3)
+    one = EpochBatches(data, cfg, seed=0)
+    assert [[len(s) for s in b] for b in one.plan(0)] == [[len(s) for s in b] for b in one.plan(0)]
+    ranks = [EpochBatches(data, cfg, seed=0, rank=r, world=2).plan(0) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) >= 5
+    seen = [id(s) for r in ranks for b in r for s in b]
+    assert len(seen) == len(set(seen))
+
+
+def test_training_lowers_the_loss_and_keeps_the_best_model(tmp_path):
+    final = train(_tiny(max_steps=40), fixture_corpus_path(), tmp_path, progress=False)
+    logs = _records(tmp_path, "train")
+    assert logs[-1]["loss"] < logs[0]["loss"] - 1.0
+    assert logs[-1]["token"] < logs[0]["token"] and logs[-1]["coordinate"] < logs[0]["coordinate"]
+    assert logs[-1]["tokens_per_s"] > 0
+    assert set(final) == {"token", "length", "angle", "coordinate", "total"}
+    best = CrystalModel.from_pretrained(tmp_path / "best")
+    assert json.loads((tmp_path / "best" / "training.json").read_text())["step"] == 40
+    assert sum(p.numel() for p in best.parameters()) > 0
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight, split_run = tmp_path / "straight", tmp_path / "split"
+    train(_tiny(max_steps=12), fixture_corpus_path(), straight, progress=False)
+    train(_tiny(max_steps=12, session_steps=7), fixture_corpus_path(), split_run, progress=False)
+    assert load_checkpoint(split_run / "checkpoint.pt", torch.device("cpu"))["state"]["step"] == 7
+    train(_tiny(max_steps=12), fixture_corpus_path(), split_run, resume=True, progress=False)
+    a = load_checkpoint(straight / "checkpoint.pt", torch.device("cpu"))  # weights_only=True
+    b = load_checkpoint(split_run / "checkpoint.pt", torch.device("cpu"))
+    assert a["state"]["step"] == b["state"]["step"] == 12
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    assert _records(straight, "train")[-1]["loss"] == _records(split_run, "train")[-1]["loss"]
+
+
+def test_cli_help_and_a_two_process_gloo_run(tmp_path):
+    assert "--resume" in CliRunner().invoke(train_command, ["--help"]).output
+    exe = shutil.which("crystalgen")
+    if exe is None:
+        pytest.skip("the crystalgen entry point is not installed")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "--no-python", exe, "train", "--config", str(EXAMPLES / "train_tiny.toml"),
+           "--data", str(fixture_corpus_path()), "--out", str(tmp_path), "--device", "cpu", "--quiet",
+           "--set", "max_steps=6", "--set", "num_threads=1", "--set", "sample_every=0",
+           "--set", "data.batch_size=4", "--set", "data.val_fraction=0.1"]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    start = json.loads((tmp_path / "train_log.jsonl").read_text().splitlines()[0])
+    assert start["world"] == 2
+    done = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()][-1]
+    assert done["event"] == "done" and done["step"] == 6
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt", torch.device("cpu"))
+    assert ckpt["state"]["step"] == 6
+    assert (tmp_path / "best" / "model.safetensors").exists()
