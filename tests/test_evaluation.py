@@ -197,3 +197,14 @@ def test_fingerprint_coverage_of_test_set_against_itself(mpts):
     assert len(struc) >= 5 and all(np.isfinite(c).all() and c.shape == (132,) for c in comp)
     cov = coverage(struc, comp, struc, comp)
     assert cov["cov_recall"] == 1.0 and cov["amsd_recall"] == 0.0
+
+
+def test_oracle_returns_each_polymorph_in_turn(mpts):
+    a = mpts.structures[0]
+    polymorph = a.copy()
+    polymorph.perturb(0.3, min_distance=0.3)  # same cell formula, another structure
+    oracle = OracleGenerator([a, polymorph])
+    first = oracle.predict_structure(a.composition)[0].structure
+    second = oracle.predict_structure(a.composition)[0].structure
+    assert np.allclose(first.cart_coords, a.cart_coords)
+    assert np.allclose(second.cart_coords, polymorph.cart_coords)

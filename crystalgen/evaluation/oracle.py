@@ -26,8 +26,10 @@ class OracleGenerator:
 
     def __init__(self, structures: Sequence[Structure]):
         self.structures = list(structures)
-        # polymorphs share a formula: candidate i is polymorph i (cyclically), so K samples
-        # cover up to K polymorphs; a 1-sample run can only match the first one.
+        # Polymorphs share a formula: the c-th query of a formula starts at polymorph c
+        # (cyclically), so a run that asks once per test crystal, in order, gets each
+        # crystal back even when the test set holds polymorphs.
+        self._queries: dict[str, int] = {}
         self._by_formula: dict[str, list[Structure]] = {}
         for s in self.structures:
             self._by_formula.setdefault(_cell_formula(s.composition), []).append(s)
@@ -39,8 +41,10 @@ class OracleGenerator:
         if key not in self._by_formula:
             raise KeyError(f"oracle has no structure for {key}")
         known = self._by_formula[key]
+        start = self._queries.get(key, 0)
+        self._queries[key] = start + 1
         return [
-            GenerationResult(known[i % len(known)].copy(), metadata={"generator": self.name})
+            GenerationResult(known[(start + i) % len(known)].copy(), metadata={"generator": self.name})
             for i in range(n)
         ]
 
