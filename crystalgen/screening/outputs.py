@@ -177,12 +177,16 @@ def write_plots(result: ScreenResult, run_dir: Path) -> None:
     plt.close(fig)
 
     by = result.config.rank.by
-    scores = [c["score"] for c in result.candidates if c.get("score") is not None and math.isfinite(c["score"])]
+    # one stacked series per target: energies of different compositions are not comparable
+    scored = [c for c in result.candidates if c.get("score") is not None and math.isfinite(c["score"])]
+    series = [[c["score"] for c in scored if c["target"] == name] for name in names]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.hist(scores, bins=min(30, max(5, len(scores) // 3)))
+    if scored:
+        ax.hist(series, bins=min(30, max(5, len(scored) // 3)), stacked=True, label=names)
+        ax.legend(fontsize="small")
     ax.set_xlabel("energy per atom (eV)" if by == "energy" else "-log-likelihood (nats)")
     ax.set_ylabel("candidates")
-    ax.set_title(f"Scores of {len(scores)} scored candidates")
+    ax.set_title(f"Scores of {len(scored)} scored candidates")
     _save_png(fig, run_dir / "scores.png")
     plt.close(fig)
 
