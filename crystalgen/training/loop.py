@@ -220,14 +220,16 @@ def _train(config: TrainConfig, data_path: Path, out: Path, resume: bool, ctx, p
 
     bar = tqdm(total=config.max_steps or None, initial=state.step, disable=not show, desc="train",
                dynamic_ncols=True)
-    window: dict[str, list[float]] = {}
+    window: dict[str, list[torch.Tensor]] = {}
     session_start, elapsed_before = time.perf_counter(), state.elapsed
     window_start, window_tokens = session_start, 0
     last_ckpt, last_val = state.elapsed, None
     while budget_left():
         batches = epochs.plan(state.epoch)
         while state.batch_in_epoch < len(batches) and budget_left():
-            batch = to_device(collate(batches[state.batch_in_epoch]), ctx.device)
+            cpu_batch = collate(batches[state.batch_in_epoch])
+            real = int((cpu_batch["tokens"] != V.PAD).sum()) * ctx.world  # counted on the host: no sync
+            batch = to_device(cpu_batch, ctx.device)
             lr = learning_rate(config.optim, state.step, progress_of(config, state))
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -240,17 +242,16 @@ def _train(config: TrainConfig, data_path: Path, out: Path, resume: bool, ctx, p
 
             state.step += 1
             state.batch_in_epoch += 1
-            real = int((batch["tokens"] != V.PAD).sum()) * ctx.world
             state.tokens += real
             window_tokens += real
             now = time.perf_counter()
             state.elapsed = ctx.all_reduce_max(elapsed_before + now - session_start)
-            for k, v in losses.items():
-                window.setdefault(k, []).append(float(v.detach()))
+            for k, v in losses.items():  # device tensors, read once per log line
+                window.setdefault(k, []).append(v.detach())
             bar.update(1)
 
             if state.step % config.log_every == 0 or not budget_left():
-                means = {k: float(np.mean(v)) for k, v in window.items()}
+                means = {k: torch.stack(v).float().mean().item() for k, v in window.items()}
                 rate = window_tokens / max(now - window_start, 1e-9)
                 bar.set_postfix({"loss": f"{means['loss']:.3f}", "tok": f"{means['token']:.3f}",
                                  "len": f"{means['length']:.2f}", "ang": f"{means['angle']:.2f}",
