@@ -223,6 +223,25 @@ def test_filters_on_atoms_and_space_group():
     assert space_group_number(nacl) == 225
 
 
+def test_reference_reads_cif_folders_and_prepared_corpora(tmp_path):
+    from crystalgen.data.prepare import PrepareConfig, prepare
+
+    elements = [frozenset({"Na", "Cl"}), frozenset({"Li", "O"}), frozenset({"Mg", "O"})]
+    from_csv = load_reference(FIXTURE, elements)
+    folder = tmp_path / "cifs"
+    folder.mkdir()
+    for ident, structure in reference_structures().items():
+        structure.to(filename=str(folder / f"{ident}.cif"))
+    from_folder = load_reference(folder, elements)
+    prepare([FIXTURE], tmp_path / "ref.h5", PrepareConfig(workers=1, progress=False))
+    from_h5 = load_reference(tmp_path / "ref.h5", elements)
+    assert set(from_csv) == set(from_folder) == set(from_h5) == {"NaCl", "Li", "O2", "MgO", "MgO2"}
+    assert sorted(i for e in from_folder.values() for i, _ in e) == sorted(i for e in from_csv.values() for i, _ in e)
+    matcher = make_matcher(ScreenConfig([Target("NaCl")]).novelty)
+    rock_salt = reference_structures()["mp-22862"]
+    assert known_match(rock_salt, from_h5, matcher) == known_match(rock_salt, from_folder, matcher) == "mp-22862"
+
+
 def test_log_likelihood_score_prefers_likelier():
     s = reference_structures()["mp-22862"]
     assert log_likelihood_score(GenerationResult(s, log_likelihood=-3.5)).score == 3.5

@@ -92,6 +92,7 @@ def write_hdf5(result: ScreenResult, path: Path) -> None:
         with h5py.File(tmp, "w") as h5:
             h5.attrs["config_json"] = json.dumps(result.config.as_dict(), sort_keys=True)
             h5.attrs["stages"] = json.dumps(list(STAGES))
+            h5.attrs["warnings_json"] = json.dumps(result.warnings)
             g = h5.create_group("candidates")
             for name, values in candidate_columns(result.candidates).items():
                 if values and isinstance(values[0], str):

@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
-from pymatgen.core import Composition
+from pymatgen.core import Composition, Structure
 
 # reduced formula -> [(identifier, CIF text)]
 ReferenceIndex = dict[str, list[tuple[str, str]]]
@@ -58,8 +58,9 @@ def load_reference(path: str | Path, element_sets: Iterable[frozenset[str]] | No
 
     element_sets: keep only structures whose elements lie within one of these sets (the
         targets' elements); None keeps everything.
-    Reads CSV(.gz) files with a ``cif`` column directly; any other source (CIF folder,
-    prepared HDF5 corpus, ...) goes through ``crystalgen.data.readers.read_structures``.
+    Reads CSV(.gz) files with a ``cif`` column directly, a prepared HDF5 corpus with
+    ``crystalgen.data.corpus.read_corpus``, and anything else (CIF folder, extxyz, ...) with
+    ``crystalgen.data.readers.read_structures``.
     """
     path = Path(path)
     allowed = None if element_sets is None else [frozenset(s) for s in element_sets]
@@ -68,8 +69,6 @@ def load_reference(path: str | Path, element_sets: Iterable[frozenset[str]] | No
         for ident, cif in _csv_rows(path):
             formula = _formula_of_cif(cif)
             if formula is None:  # not written by pymatgen: parse it
-                from pymatgen.core import Structure
-
                 formula = Structure.from_str(cif, fmt="cif").composition.reduced_formula
             if _keep(formula, allowed):
                 index[formula].append((ident, cif))
@@ -77,10 +76,29 @@ def load_reference(path: str | Path, element_sets: Iterable[frozenset[str]] | No
 
     from pymatgen.io.cif import CifWriter
 
-    from crystalgen.data.readers import read_structures
-
-    for i, structure in enumerate(read_structures(path)):
+    for ident, structure in _other_source(path, allowed):
         formula = structure.composition.reduced_formula
         if _keep(formula, allowed):
-            index[formula].append((f"{path.name}:{i}", str(CifWriter(structure))))
+            index[formula].append((ident, str(CifWriter(structure))))
     return dict(index)
+
+
+def _other_source(path: Path, allowed: list[frozenset[str]] | None) -> Iterable[tuple[str, Structure]]:
+    """(identifier, structure) from a prepared HDF5 corpus or anything ``read_structures`` reads."""
+    if path.suffix in (".h5", ".hdf5"):
+        from pymatgen.core import Element
+
+        from crystalgen.data.corpus import read_corpus
+
+        corpus = read_corpus(path)
+        for i in range(len(corpus)):
+            numbers, _ = corpus.sites(i)
+            elements = frozenset(Element.from_Z(int(z)).symbol for z in set(numbers.tolist()))
+            if allowed is None or any(elements <= a for a in allowed):  # build only what is kept
+                yield str(corpus.ids[i]), corpus.structure(i)
+        return
+    from crystalgen.data.readers import read_structures
+
+    for record in read_structures(path):
+        if record.structure is not None:  # unparsable entries cannot match anything
+            yield record.id, record.structure
