@@ -97,7 +97,8 @@ def test_epoch_batches_are_repeatable_and_disjoint_across_ranks():
 
 
 def test_training_lowers_the_loss_and_keeps_the_best_model(tmp_path):
-    final = train(_tiny(max_steps=40), fixture_corpus_path(), tmp_path, progress=False)
+    final = train(_tiny(max_steps=40, sample_every=40, sample_count=2), fixture_corpus_path(), tmp_path,
+                  progress=False)
     logs = _records(tmp_path, "train")
     assert logs[-1]["loss"] < logs[0]["loss"] - 1.0
     assert logs[-1]["token"] < logs[0]["token"] and logs[-1]["coordinate"] < logs[0]["coordinate"]
@@ -106,6 +107,8 @@ def test_training_lowers_the_loss_and_keeps_the_best_model(tmp_path):
     best = CrystalModel.from_pretrained(tmp_path / "best")
     assert json.loads((tmp_path / "best" / "training.json").read_text())["step"] == 40
     assert sum(p.numel() for p in best.parameters()) > 0
+    (sampled,) = _records(tmp_path, "sample")  # the sample -> validate check ran once, at the end
+    assert sampled["step"] == 40 and 0 <= sampled["pass_rate"] <= sampled["decoded"] <= sampled["completed"] <= 1
 
 
 def test_resume_continues_exactly(tmp_path):

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from crystalgen.model import CrystalModel
-from crystalgen.training.sampling import sample_sequences
+from crystalgen.sampling import generate_batch
 
 log = logging.getLogger(__name__)
 _warned = False
@@ -36,16 +36,14 @@ def sample_pass_rate(
             _warned = True
         return None
     generator = torch.Generator(device=model.device).manual_seed(seed)
-    samples = sample_sequences(model, prefixes, temperature, generator)
+    samples = generate_batch(model, prefixes, temperature=temperature, generator=generator)
     completed = decoded = passed = 0
-    for prefix, sample in zip(prefixes, samples):
+    for sample in samples:
         if sample is None:
             continue
         completed += 1
-        tokens = list(prefix) + sample[0]
-        values = [0.0] * len(prefix) + sample[1]
         try:
-            structure = decode(tokens, values).to_structure()
+            structure = decode(sample.tokens, sample.values).to_structure()
         except (DecodeError, ValueError, np.linalg.LinAlgError):
             continue
         decoded += 1
