@@ -23,8 +23,10 @@ import pytest
 from click.testing import CliRunner
 from pymatgen.core import Structure
 
+from crystalgen.evaluation.baseline import PyXtalBaseline
 from crystalgen.results import GenerationResult
-from crystalgen.screening.config import FilterConfig, ScreenConfig, Target
+from crystalgen.screening.config import FilterConfig, SamplingConfig, ScreenConfig, Target
+from crystalgen.screening.generators import sample_target
 from crystalgen.screening.pipeline import merge_shards, run_screen
 from crystalgen.screening.ranking import log_likelihood_score
 from crystalgen.screening.reference import load_reference
@@ -51,10 +53,11 @@ def reference_structures() -> dict[str, Structure]:
 
 
 def write_config(path: Path, shard_size: int = 3, nacl: int = 6, lio: int = 3, workers: int = 1,
-                 rank: str = 'by = "energy"\ncalculator = "ase.calculators.lj:LennardJones"') -> Path:
+                 rank: str = 'by = "energy"\ncalculator = "ase.calculators.lj:LennardJones"',
+                 generator: str = 'generator = "pyxtal"') -> Path:
     path.write_text(f"""
 [run]
-generator = "pyxtal"
+{generator}
 seed = 11
 shard_size = {shard_size}
 workers = {workers}
@@ -314,11 +317,22 @@ def test_cross_shard_duplicates_are_removed(tmp_path):
 
 
 def test_log_likelihood_ranking_without_likelihoods_ranks_nothing(tmp_path):
-    cfg = ScreenConfig.from_toml(write_config(tmp_path / "c.toml", nacl=3, lio=1, rank='by = "log_likelihood"'))
+    # the generator named as "module:factory" with options: small cells only
+    plugin = ('generator = "crystalgen.screening.generators:PyXtalTargets"\n'
+              'generator_options = { max_atoms = 4 }')
+    config = write_config(tmp_path / "c.toml", nacl=3, lio=1, rank='by = "log_likelihood"', generator=plugin)
+    cfg = ScreenConfig.from_toml(config)
     result = run_screen(cfg, tmp_path / "run", progress=False, write_outputs=False)
+    assert all(c["num_atoms"] <= 4 for c in result.candidates if c["target"] == "NaCl")
     assert result.funnel["total"]["ranked"] == 0 and result.funnel["total"]["novel"] > 0
     assert all(c["score_error"] == "generator gave no log-likelihood" for c in result.candidates
                if c["stage"] == "novel")
+
+
+def test_generator_without_target_arguments_is_refused():
+    # the evaluation baseline samples from its own composition pool: sample(n, seed), no formula
+    with pytest.raises(TypeError, match="does not accept `formula`"):
+        sample_target(PyXtalBaseline(["NaCl"]), Target(formula="NaCl"), 1, 0, SamplingConfig())
 
 
 def test_resume_refuses_a_different_config(tmp_path):
