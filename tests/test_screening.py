@@ -148,6 +148,9 @@ def test_config_rejects_mistakes(tmp_path):
         Target(formula="NaCl", chemsys="Na-Cl")
     with pytest.raises(ValueError, match="calculator"):
         ScreenConfig.from_dict({"targets": [{"formula": "NaCl"}], "rank": {"by": "energy"}})
+    with pytest.raises(ValueError, match="unique"):
+        ScreenConfig([Target("NaCl", num_atoms=2), Target("NaCl", num_atoms=8)])
+    assert len(ScreenConfig([Target("NaCl"), Target("NaCl", num_atoms=8, label="NaCl-8")]).targets) == 2
     with pytest.raises(ValueError, match="unknown config sections"):
         ScreenConfig.from_dict({"targets": [{"formula": "NaCl"}], "rnak": {}})
 

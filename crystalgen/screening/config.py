@@ -16,6 +16,7 @@ resume without changing its results. Example (see ``examples/screen_*.toml``)::
     candidates = 32
     spacegroup = 225                # optional, passed to the generator
     num_atoms = 8                   # optional, passed to the generator
+    label = "NaCl-8"                # optional; needed when two targets share a formula
 
     [sampling]
     temperature = 1.0
@@ -57,6 +58,7 @@ class Target:
     candidates: int = 16
     spacegroup: int | None = None
     num_atoms: int | None = None
+    label: str | None = None
 
     def __post_init__(self) -> None:
         if (self.formula is None) == (self.chemsys is None):
@@ -66,7 +68,12 @@ class Target:
 
     @property
     def name(self) -> str:
-        """A stable label: the formula, or the chemical system as written."""
+        """A stable label: ``label``, else the formula or the chemical system as written.
+
+        It seeds the target's shards and names it in the outputs, so it must be unique.
+        """
+        if self.label:
+            return self.label
         return self.formula if self.formula is not None else str(self.chemsys)
 
     @property
@@ -168,6 +175,11 @@ class ScreenConfig:
             raise ValueError("a screening config needs at least one [[targets]] entry")
         if self.run.shard_size < 1:
             raise ValueError("[run] shard_size must be at least 1")
+        names = [t.name for t in self.targets]
+        repeated = sorted({n for n in names if names.count(n) > 1} | ({"total"} & set(names)))
+        if repeated:
+            raise ValueError(f"target names must be unique (and not 'total'): {repeated}; "
+                             "give repeated targets a `label`")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
