@@ -332,6 +332,18 @@ def test_log_likelihood_ranking_without_likelihoods_ranks_nothing(tmp_path):
                if c["stage"] == "novel")
 
 
+def test_low_pass_rate_is_reported(tmp_path):
+    cfg = ScreenConfig.from_toml(write_config(tmp_path / "c.toml", nacl=2, lio=1))
+    cfg.filters.checks = ["distance", "distnace"]  # misspelt: nothing can pass
+    cfg.filters.min_pass_rate = 0.5
+    result = run_screen(cfg, tmp_path / "run", progress=False)
+    assert result.funnel["total"]["sampled"] == 3 and result.funnel["total"]["valid"] == 0
+    assert len(result.warnings) == 2 and "below min_pass_rate" in result.warnings[0]
+    with h5py.File(tmp_path / "run" / "screen.h5") as h5:
+        assert json.loads(h5.attrs["warnings_json"]) == result.warnings
+    assert not list((tmp_path / "run" / "cifs").iterdir())
+
+
 def test_generator_without_target_arguments_is_refused():
     # the evaluation baseline samples from its own composition pool: sample(n, seed), no formula
     with pytest.raises(TypeError, match="does not accept `formula`"):
