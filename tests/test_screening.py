@@ -151,6 +151,9 @@ def test_config_rejects_mistakes(tmp_path):
     with pytest.raises(ValueError, match="unique"):
         ScreenConfig([Target("NaCl", num_atoms=2), Target("NaCl", num_atoms=8)])
     assert len(ScreenConfig([Target("NaCl"), Target("NaCl", num_atoms=8, label="NaCl-8")]).targets) == 2
+    with pytest.raises(ValueError, match="elements"):
+        ScreenConfig.from_dict({"targets": [{"formula": "NaCl"}],
+                                "rank": {"by": "formation_energy", "calculator": "ase.calculators.lj:LennardJones"}})
     with pytest.raises(ValueError, match="unknown config sections"):
         ScreenConfig.from_dict({"targets": [{"formula": "NaCl"}], "rnak": {}})
 
@@ -330,6 +333,33 @@ def test_log_likelihood_ranking_without_likelihoods_ranks_nothing(tmp_path):
     assert result.funnel["total"]["ranked"] == 0 and result.funnel["total"]["novel"] > 0
     assert all(c["score_error"] == "generator gave no log-likelihood" for c in result.candidates
                if c["stage"] == "novel")
+
+
+def test_formation_energy_ranking_uses_reference_elements(tmp_path):
+    from ase.calculators.lj import LennardJones
+
+    rank = 'by = "formation_energy"\ncalculator = "ase.calculators.lj:LennardJones"'
+    result = run_screen(ScreenConfig.from_toml(write_config(tmp_path / "c.toml", nacl=2, lio=2, rank=rank)),
+                        tmp_path / "run", progress=False)
+
+    def lj_energy(s: Structure) -> float:
+        atoms = s.to_ase_atoms()
+        atoms.calc = LennardJones()
+        return atoms.get_potential_energy() / len(atoms)
+
+    refs = reference_structures()  # the fixture's elemental Li (1 structure) and O2 (3 polymorphs)
+    mu = {"Li": lj_energy(refs["mp-567337"]),
+          "O": min(lj_energy(refs[i]) for i in ("mp-1058623", "mp-560602", "mp-1087546"))}
+    li_o = [c for c in result.candidates if c["target"] == "Li-O" and c["stage"] == "ranked"]
+    assert li_o
+    for c in li_o:
+        x = Structure.from_dict(c["result"]["structure"]).composition.fractional_composition
+        expected = c["energy_per_atom"] - x["Li"] * mu["Li"] - x["O"] * mu["O"]
+        assert c["score"] == c["formation_energy_per_atom"] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    # the fixture holds no elemental Na or Cl: NaCl candidates get an energy but no rank
+    nacl = [c for c in result.candidates if c["target"] == "NaCl" and c["stage"] == "novel"]
+    assert nacl and all(c["rank"] is None and c["energy_per_atom"] is not None for c in nacl)
+    assert all(c["score_error"] == "no elemental reference structure for Cl, Na" for c in nacl)
 
 
 def test_low_pass_rate_is_reported(tmp_path):

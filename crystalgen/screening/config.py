@@ -32,7 +32,7 @@ resume without changing its results. Example (see ``examples/screen_*.toml``)::
     reference = "/work/shared/data/train/pool.csv.gz"   # optional
 
     [rank]
-    by = "energy"                   # or "log_likelihood"
+    by = "energy"                   # or "log_likelihood", "formation_energy"
     calculator = "chgnet.model.dynamics:CHGNetCalculator"
     calculator_kwargs = { use_device = "cpu" }
     relax = true
@@ -138,6 +138,8 @@ class RankConfig:
     by = "log_likelihood": score = -log-likelihood (the model's own confidence).
     by = "energy": score = energy per atom (eV) from ``calculator`` ("module:factory",
         called with ``calculator_kwargs``), after a FIRE relaxation when ``relax``.
+    by = "formation_energy": that energy minus the elements' (elemental structures of the
+        novelty reference, same calculator), comparable across compositions.
     """
 
     by: str = "log_likelihood"
@@ -148,10 +150,10 @@ class RankConfig:
     steps: int = 100
 
     def __post_init__(self) -> None:
-        if self.by not in ("log_likelihood", "energy"):
-            raise ValueError(f"[rank] by must be 'log_likelihood' or 'energy', not {self.by!r}")
-        if self.by == "energy" and not self.calculator:
-            raise ValueError("[rank] by = 'energy' needs calculator = 'module:factory'")
+        if self.by not in ("log_likelihood", "energy", "formation_energy"):
+            raise ValueError(f"[rank] by must be 'log_likelihood', 'energy' or 'formation_energy', not {self.by!r}")
+        if self.by != "log_likelihood" and not self.calculator:
+            raise ValueError(f"[rank] by = '{self.by}' needs calculator = 'module:factory'")
 
 
 @dataclass
@@ -173,6 +175,8 @@ class ScreenConfig:
     def __post_init__(self) -> None:
         if not self.targets:
             raise ValueError("a screening config needs at least one [[targets]] entry")
+        if self.rank.by == "formation_energy" and not self.novelty.reference:
+            raise ValueError("[rank] by = 'formation_energy' takes its elements from [novelty] reference")
         if self.run.shard_size < 1:
             raise ValueError("[run] shard_size must be at least 1")
         names = [t.name for t in self.targets]

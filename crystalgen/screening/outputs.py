@@ -37,7 +37,7 @@ from crystalgen.screening.stages import STAGES
 
 SUMMARY_COLUMNS = [
     "rank", "key", "target", "formula", "num_atoms", "spacegroup", "stage", "score", "energy_per_atom",
-    "log_likelihood", "relax_steps", "filter_reason", "duplicate_of", "known_match", "score_error",
+    "formation_energy_per_atom", "log_likelihood", "relax_steps", "filter_reason", "duplicate_of", "known_match", "score_error",
 ]
 
 
@@ -54,7 +54,7 @@ def candidate_columns(candidates: list[dict[str, Any]]) -> dict[str, list[Any]]:
     cols: dict[str, list[Any]] = {k: [] for k in (
         "key", "target", "target_index", "shard_index", "formula", "num_atoms", "spacegroup", "stage",
         "valid", "passed_filters", "filter_reason", "duplicate_of", "known_match", "log_likelihood",
-        "score", "energy_per_atom", "relax_steps", "rank", "score_error", "structure_json",
+        "score", "energy_per_atom", "formation_energy_per_atom", "relax_steps", "rank", "score_error", "structure_json",
         "relaxed_structure_json", "trace_json", "report_json", "metadata_json",
     )}
     for c in candidates:
@@ -69,6 +69,7 @@ def candidate_columns(candidates: list[dict[str, Any]]) -> dict[str, list[Any]]:
         cols["log_likelihood"].append(_num(res.get("log_likelihood")))
         cols["score"].append(_num(c.get("score")))
         cols["energy_per_atom"].append(_num(c.get("energy_per_atom")))
+        cols["formation_energy_per_atom"].append(_num(c.get("formation_energy_per_atom")))
         cols["relax_steps"].append(-1 if c.get("relax_steps") is None else int(c["relax_steps"]))
         cols["rank"].append(0 if c["rank"] is None else int(c["rank"]))
         cols["structure_json"].append(json.dumps(res["structure"]))
@@ -185,7 +186,8 @@ def write_plots(result: ScreenResult, run_dir: Path) -> None:
     if scored:
         ax.hist(series, bins=min(30, max(5, len(scored) // 3)), stacked=True, label=names)
         ax.legend(fontsize="small")
-    ax.set_xlabel("energy per atom (eV)" if by == "energy" else "-log-likelihood (nats)")
+    ax.set_xlabel({"energy": "energy per atom (eV)", "formation_energy": "formation energy per atom (eV)"}
+                  .get(by, "-log-likelihood (nats)"))
     ax.set_ylabel("candidates")
     ax.set_title(f"Scores of {len(scored)} scored candidates")
     _save_png(fig, run_dir / "scores.png")

@@ -7,6 +7,10 @@ Two scores:
                   e.g. "chgnet.model.dynamics:CHGNetCalculator" (a machine-learned
                   potential, optional extra ``crystalgen[chgnet]``), optionally after a
                   FIRE relaxation of positions and cell (``FrechetCellFilter``).
+  formation_energy  the same energy minus the elements' energies (eV/atom), so that
+                  candidates of different compositions (a chemical-system target) compare.
+                  Elemental references are the lowest-energy elemental structures of the
+                  novelty reference corpus, evaluated (static) with the same calculator.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from pymatgen.core import Structure
+from pymatgen.core import Composition, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from crystalgen.results import GenerationResult
 from crystalgen.screening.config import RankConfig
 from crystalgen.screening.generators import import_object
+from crystalgen.screening.reference import ReferenceIndex
 
 _CALCULATORS: dict[str, Any] = {}
 
@@ -33,6 +38,7 @@ class Score:
 
     score: float | None
     energy_per_atom: float | None = None
+    formation_energy_per_atom: float | None = None
     relaxed: Structure | None = None
     relax_steps: int | None = None
     error: str | None = None
@@ -80,9 +86,49 @@ def energy_score(structure: Structure, calculator: Any, rank: RankConfig) -> Sco
     return Score(energy, energy_per_atom=energy, relaxed=relaxed, relax_steps=steps)
 
 
-def score_result(result: GenerationResult, rank: RankConfig) -> Score:
-    """The score ``rank.by`` asks for."""
+_ELEMENT_ENERGIES: dict[str, dict[str, float]] = {}
+
+
+def elemental_energies(reference: ReferenceIndex, calculator: Any, key: str) -> dict[str, float]:
+    """Lowest energy per atom of each element's structures in ``reference`` (static), cached."""
+    if key not in _ELEMENT_ENERGIES:
+        best: dict[str, float] = {}
+        for formula in sorted(reference):
+            comp = Composition(formula)
+            if len(comp.elements) != 1:
+                continue
+            symbol = comp.elements[0].symbol
+            for _, cif in reference[formula]:
+                atoms = AseAtomsAdaptor.get_atoms(Structure.from_str(cif, fmt="cif"))
+                atoms.calc = calculator
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    e = float(atoms.get_potential_energy()) / len(atoms)
+                if math.isfinite(e) and e < best.get(symbol, math.inf):
+                    best[symbol] = e
+        _ELEMENT_ENERGIES[key] = best
+    return _ELEMENT_ENERGIES[key]
+
+
+def formation_energy(structure: Structure, energy_per_atom: float, mu: dict[str, float]) -> float:
+    """Energy per atom relative to the elements (``mu``: eV/atom per element)."""
+    comp = structure.composition.fractional_composition
+    return energy_per_atom - sum(x * mu[el.symbol] for el, x in comp.items())
+
+
+def score_result(result: GenerationResult, rank: RankConfig, reference: ReferenceIndex | None = None) -> Score:
+    """The score ``rank.by`` asks for (``reference`` holds the elements for formation energies)."""
     if rank.by == "log_likelihood":
         return log_likelihood_score(result)
     calculator = load_calculator(str(rank.calculator), rank.calculator_kwargs)
-    return energy_score(result.structure, calculator, rank)
+    score = energy_score(result.structure, calculator, rank)
+    if rank.by == "energy" or score.energy_per_atom is None:
+        return score
+    key = f"{rank.calculator}{json.dumps(rank.calculator_kwargs, sort_keys=True)}{sorted(reference or {})}"
+    mu = elemental_energies(reference or {}, calculator, key)
+    missing = sorted({el.symbol for el in result.structure.composition.elements} - set(mu))
+    if missing:
+        return Score(None, score.energy_per_atom, relaxed=score.relaxed, relax_steps=score.relax_steps,
+                     error=f"no elemental reference structure for {', '.join(missing)}")
+    ef = formation_energy(score.relaxed or result.structure, score.energy_per_atom, mu)
+    return Score(ef, score.energy_per_atom, ef, score.relaxed, score.relax_steps)

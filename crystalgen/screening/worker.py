@@ -74,7 +74,7 @@ def run_shard(spec: ShardSpec, config_dict: dict[str, Any], reference: Reference
                 "passed_filters": valid and reason is None,
                 # filled in by the later stages this candidate reaches
                 "duplicate_of": None, "known_match": None, "score": None, "energy_per_atom": None,
-                "relaxed": None, "relax_steps": None, "score_error": None,
+                "formation_energy_per_atom": None, "relaxed": None, "relax_steps": None, "score_error": None,
             }
         )
     clock.lap("filter")
@@ -96,9 +96,10 @@ def run_shard(spec: ShardSpec, config_dict: dict[str, Any], reference: Reference
     inputs["score"] = len(kept)
 
     for row, r in kept:
-        s = score_result(r, config.rank)
+        s = score_result(r, config.rank, reference)
         row["score"] = s.score
         row["energy_per_atom"] = s.energy_per_atom
+        row["formation_energy_per_atom"] = s.formation_energy_per_atom
         row["relaxed"] = s.relaxed.as_dict() if s.relaxed is not None else None
         row["relax_steps"] = s.relax_steps
         row["score_error"] = s.error
