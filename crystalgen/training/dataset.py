@@ -86,9 +86,13 @@ def split(data: EncodedCorpus, val_fraction: float, seed: int) -> tuple[EncodedC
     return data.subset(~held), data.subset(held)
 
 
-def collate(sequences: list[EncodedCrystal]) -> dict[str, torch.Tensor]:
-    """Right-pad sequences into a batch (``<pad>`` = 0, padding is never a target)."""
+def collate(sequences: list[EncodedCrystal], multiple: int = 16) -> dict[str, torch.Tensor]:
+    """Right-pad sequences into a batch (``<pad>`` = 0, padding is never a target).
+
+    The length is rounded up to a ``multiple``, so that a GPU sees few distinct shapes.
+    """
     n, t = len(sequences), max(len(s) for s in sequences)
+    t = -(-t // multiple) * multiple
     tokens = np.zeros((n, t), np.int64)
     values = np.zeros((n, t), np.float32)
     kinds = np.zeros((n, t), np.int64)
