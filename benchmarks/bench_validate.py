@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from crystalgen.data.readers import read_structures
+from crystalgen.data.readers import read_structures_parallel
 from crystalgen.validators import smact_validity, structural_validity, validate_many
 
 
@@ -34,11 +34,7 @@ def _cpu_seconds() -> float:
 @click.option("--json-out", type=click.Path(), default=None, help="also write the figures as JSON")
 def main(path: str, workers: int | None, limit: int | None, json_out: str | None) -> None:
     t0 = time.perf_counter()
-    records = []
-    for record in read_structures(path):
-        records.append(record)
-        if limit and len(records) >= limit:
-            break
+    records = read_structures_parallel(path, workers)[:limit]
     structures = [r.structure for r in records if r.structure is not None]
     t_parse = time.perf_counter() - t0
 

@@ -208,3 +208,19 @@ def read_structures(path: str | Path) -> Iterator[StructureRecord]:
     """Every structure in `path` (CSV/CSV.gz with `cif`, CIF folder, CIF file, extxyz, matbench json[.gz])."""
     for entry in iter_raw(path):
         yield parse_entry(entry)
+
+
+def read_structures_parallel(path: str | Path, workers: int | None = None, chunksize: int = 16) -> list[StructureRecord]:
+    """`read_structures` with CIF parsing (~4 ms each) spread over `workers` processes; order kept.
+
+    The file is read in this process first, so a `ReaderError` is raised here, before any parsing.
+    """
+    import multiprocessing as mp
+    import os
+
+    entries = list(iter_raw(path))
+    workers = workers or os.cpu_count() or 1
+    if workers <= 1 or len(entries) < 4 * chunksize:
+        return [parse_entry(e) for e in entries]
+    with mp.get_context("fork").Pool(workers) as pool:
+        return list(pool.imap(parse_entry, entries, chunksize=chunksize))

@@ -13,7 +13,7 @@ from ase.io import write as ase_write
 from pymatgen.io.ase import AseAtomsAdaptor
 from pymatgen.io.cif import CifWriter
 
-from crystalgen.data.readers import ReaderError, StructureRecord, read_structures
+from crystalgen.data.readers import ReaderError, StructureRecord, read_structures, read_structures_parallel
 
 
 def _same(a, b) -> bool:
@@ -153,3 +153,11 @@ def test_missing_path_and_unknown_format(tmp_path):
     other.write_bytes(b"PAR1")
     with pytest.raises(ReaderError, match="unknown format"):
         list(read_structures(other))
+
+
+def test_parallel_reading_matches_serial(pool_sample_path, pool_records):
+    parallel = read_structures_parallel(pool_sample_path, workers=2, chunksize=4)
+    assert [r.id for r in parallel] == [r.id for r in pool_records]
+    assert all(_same(a.structure, b.structure) for a, b in zip(parallel, pool_records))
+    with pytest.raises(ReaderError):
+        read_structures_parallel(pool_sample_path.parent / "missing.csv.gz", workers=2)

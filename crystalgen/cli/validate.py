@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from crystalgen.data.readers import ReaderError, read_structures
+from crystalgen.data.readers import ReaderError, read_structures_parallel
 from crystalgen.validators import CHECK_NAMES, validate_many
 
 
@@ -42,7 +42,7 @@ def command(paths: tuple[Path, ...], json_out: Path | None, workers: int | None,
     ids, structures, errors = [], [], []
     for path in paths:
         try:
-            for record in read_structures(path):
+            for record in read_structures_parallel(path, workers):
                 if record.error is not None:
                     errors.append({"path": str(path), "id": record.id, "error": record.error})
                     click.echo(f"error: {path} [{record.id}]: {record.error}", err=True)
