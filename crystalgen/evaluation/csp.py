@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from pymatgen.core import Structure
@@ -86,5 +86,5 @@ def csp_settings(config: CSPConfig, test_path: str, n_test: int, limit: int | No
         "matcher": MATCHER_KWARGS,
         "protocol": "CDVAE/DiffCSP: match over all test crystals; K=1 needs valid prediction and "
         "ground truth, K>1 best of K valid predictions; RMSE = mean normalised RMS over matches",
-        **{k: v for k, v in asdict(config).items() if k not in ("n_samples", "seed", "workers")},
+        "with_report": config.with_report,
     }

@@ -134,8 +134,8 @@ def _coverage_unavailable(config: DNGConfig, test: Reference | None) -> str | No
     reason = fingerprint_unavailable_reason()
     if reason:
         return reason
-    if not test.scores or test.scores[0].struct_fp is None and all(s.struct_fp is None for s in test.scores):
-        return "the test set was scored without fingerprints"
+    if all(s.struct_fp is None for s in test.scores):
+        return "no test crystal has a fingerprint (scored without them, or CrystalNN failed)"
     return None
 
 
