@@ -196,6 +196,8 @@ def _train(config: TrainConfig, data_path: Path, out: Path, resume: bool, ctx, p
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         state = TrainState(**saved["state"])
+        emit({"event": "resume", "step": state.step, "epoch": state.epoch, "world": ctx.world,
+              "device": str(ctx.device)})
     elif ctx.is_main:
         (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         emit({"event": "start", "train": len(train_set), "val": len(val_set), "skipped": encoded.skipped,
