@@ -18,7 +18,10 @@ from training_data import fixture_corpus_path, fixture_sequences, one_thread
 from crystalgen.cli import main
 from crystalgen.model import CrystalModel
 from crystalgen.training.config import DataConfig, TrainConfig, load_config
-from crystalgen.training.dataset import EpochBatches, bucketed_batches, is_validation, split
+from crystalgen.representation import vocab as V
+from crystalgen.representation.grammar import Grammar
+from crystalgen.representation.sequence import decode
+from crystalgen.training.dataset import VARIANTS, EpochBatches, bucketed_batches, is_validation, prefix_condition, split
 from crystalgen.training.loop import learning_rate, load_checkpoint, train
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
@@ -73,6 +76,26 @@ def test_validation_split_is_seeded_by_material_id():
     data = fixture_sequences()
     train_set, val_set = split(data, 0.1, seed=0)
     assert len(train_set) + len(val_set) == len(data) and not set(train_set.ids) & set(val_set.ids)
+
+
+def test_every_prefix_variant_is_a_legal_sequence_of_the_same_crystal():
+    """The variants the API can ask for (no <fu:k>, a named <sg:N>, de novo) all train on real data."""
+    data = fixture_sequences()
+    for seqs in data.sequences[:12]:
+        assert set(seqs) == set(VARIANTS)
+        reference = decode(seqs["csp"].tokens, seqs["csp"].values)
+        for name, seq in seqs.items():
+            cut = int((seq.tokens == V.PLAN).nonzero()[0][0]) + 1
+            condition = prefix_condition(seq.tokens)
+            assert (condition.spacegroup == reference.spacegroup) == name.endswith("_sg")
+            assert (condition.formula_units is not None) == (name in ("csp", "csp_sg"))
+            assert (condition.composition is None) == name.startswith("gen")
+            assert not seq.loss_mask[:cut].any()  # the prefix is never a target
+            state = Grammar.start(seq.tokens[:cut])
+            for tok, val in zip(seq.tokens[cut:], seq.values[cut:]):
+                state.advance(int(tok), float(val))
+            assert state.done
+            assert decode(seq.tokens, seq.values) == reference
 
 
 def test_bucketing_covers_everything_once_and_cuts_padding():

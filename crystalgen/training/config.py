@@ -24,6 +24,8 @@ class DataConfig:
 
     val_fraction: float = 0.05  # held out by a seeded hash of material_id
     gen_fraction: float = 0.25  # share of training sequences written as de novo (<task:gen>)
+    drop_fu_fraction: float = 0.3  # share of the csp ones without <fu:k> (composition only)
+    spacegroup_fraction: float = 0.2  # share whose prefix names the space group (<sg:N>)
     batch_size: int = 32
     bucket_batches: int = 50  # batches sorted by length together, to cut padding
     max_length: int = 512  # longer sequences are skipped

@@ -1,7 +1,10 @@
 """From the prepared corpus to padded, length-bucketed training batches.
 
-Every usable structure is encoded once per task (``csp``: composition given; ``gen``: de
-novo) with ``representation.sequence.encode_from_arrays``. The validation part is chosen
+Every usable structure is encoded once per prefix variant with
+``representation.sequence.encode_from_arrays``: ``csp`` (composition and formula units
+given), ``csp_nofu`` (composition only, as for a request "LiFePO4"), ``gen`` (de novo), each
+also with the space group named in the prefix (``*_sg``), so every prefix the generation
+API can build is seen in training. The validation part is chosen
 by a seeded hash of the material id, so it never changes with the corpus order. Each
 epoch draws, per structure, which task it is trained as, then groups sequences of similar
 length into batches (length bucketing), all from ``(seed, epoch)`` alone: a resumed or a
@@ -18,11 +21,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from crystalgen.representation.sequence import EncodedCrystal, EncodeError, encode_from_arrays
+from crystalgen.representation import vocab as V
+from crystalgen.representation.sequence import Conditioning, EncodedCrystal, EncodeError, encode_from_arrays
 from crystalgen.training.config import DataConfig
 
 log = logging.getLogger(__name__)
-TASKS = ("csp", "gen")
+VARIANTS = ("csp", "csp_nofu", "gen", "csp_sg", "csp_nofu_sg", "gen_sg")
 
 
 def is_validation(material_id: str, fraction: float, seed: int) -> bool:
@@ -33,7 +37,7 @@ def is_validation(material_id: str, fraction: float, seed: int) -> bool:
 
 @dataclass
 class EncodedCorpus:
-    """Encodings of the usable structures: ``sequences[i][task]`` for material ``ids[i]``."""
+    """Encodings of the usable structures: ``sequences[i][variant]`` for material ``ids[i]``."""
 
     ids: list[str]
     sequences: list[dict[str, EncodedCrystal]]
@@ -45,6 +49,39 @@ class EncodedCorpus:
     def subset(self, mask: np.ndarray) -> "EncodedCorpus":
         keep = np.flatnonzero(mask)
         return EncodedCorpus([self.ids[i] for i in keep], [self.sequences[i] for i in keep])
+
+
+def prefix_condition(tokens: np.ndarray) -> Conditioning:
+    """The conditioning a ``<bos> <task:*> [<el:X> <cnt:n>]* [<fu:k>] [<sg:N>] <plan>`` prefix states."""
+    composition, fu, sg = {}, None, None
+    toks = [int(t) for t in tokens[2 : int(np.flatnonzero(tokens == V.PLAN)[0])]]
+    for i, t in enumerate(toks):
+        if V.in_range(t, V.EL0, len(V.ELEMENTS)):
+            composition[V.token_element(t)] = toks[i + 1] - V.CNT0 + 1
+        elif V.in_range(t, V.FU0, V.MAX_FU):
+            fu = t - V.FU0 + 1
+        elif V.in_range(t, V.SG0, 230):
+            sg = t - V.SG0 + 1
+    return Conditioning(composition or None, fu, sg)
+
+
+def encode_variants(spacegroup, lattice, elements, letters, xyz, oxidation) -> dict[str, EncodedCrystal]:
+    """One structure's encodings for every prefix variant (:data:`VARIANTS`)."""
+    args = (spacegroup, lattice, elements, letters, xyz, oxidation)
+    csp = encode_from_arrays(*args, task="csp")
+    full = prefix_condition(csp.tokens)
+    sg = int(spacegroup)
+    conditions = {
+        "csp_nofu": ("csp", Conditioning(full.composition)),
+        "gen": ("gen", Conditioning()),
+        "csp_sg": ("csp", Conditioning(full.composition, full.formula_units, sg)),
+        "csp_nofu_sg": ("csp", Conditioning(full.composition, None, sg)),
+        "gen_sg": ("gen", Conditioning(spacegroup=sg)),
+    }
+    out = {"csp": csp}
+    for name, (task, condition) in conditions.items():
+        out[name] = encode_from_arrays(*args, task=task, condition=condition)
+    return out
 
 
 def encode_corpus(corpus, max_length: int = 512, progress: bool = True) -> EncodedCorpus:
@@ -61,13 +98,10 @@ def encode_corpus(corpus, max_length: int = 512, progress: bool = True) -> Encod
             continue
         lo, hi = w["site_offsets"][i], w["site_offsets"][i + 1]
         try:
-            encoded = {
-                task: encode_from_arrays(
-                    w["spacegroup"][i], w["lattice"][i], w["site_element"][lo:hi], w["site_letter"][lo:hi],
-                    w["site_xyz"][lo:hi], w["site_oxidation"][lo:hi], task=task,
-                )
-                for task in TASKS
-            }
+            encoded = encode_variants(
+                w["spacegroup"][i], w["lattice"][i], w["site_element"][lo:hi], w["site_letter"][lo:hi],
+                w["site_xyz"][lo:hi], w["site_oxidation"][lo:hi],
+            )
         except (EncodeError, ValueError, KeyError) as err:
             log.debug("skipping %s: %s", corpus.ids[i], err)
             skipped += 1
@@ -119,15 +153,27 @@ def bucketed_batches(lengths: np.ndarray, batch_size: int, bucket_batches: int, 
 
 
 class EpochBatches:
-    """The batches of one epoch for one rank, a pure function of (seed, epoch, rank, world)."""
+    """The batches of one epoch for one rank, a pure function of (seed, epoch, rank, world).
+
+    Each structure is drawn as one prefix variant per epoch: de novo with probability
+    ``gen_fraction``, else composition-only with ``drop_fu_fraction``; the space group is
+    named with ``spacegroup_fraction``.
+    """
 
     def __init__(self, data: EncodedCorpus, config: DataConfig, seed: int, rank: int = 0, world: int = 1) -> None:
         self.data, self.config, self.seed, self.rank, self.world = data, config, seed, rank, world
 
     def plan(self, epoch: int) -> list[list[EncodedCrystal]]:
         rng = np.random.default_rng([self.seed, epoch])
-        gen = rng.random(len(self.data)) < self.config.gen_fraction
-        chosen = [seq["gen" if g else "csp"] for seq, g in zip(self.data.sequences, gen)]
+        n, cfg = len(self.data), self.config
+        gen = rng.random(n) < cfg.gen_fraction
+        nofu = rng.random(n) < cfg.drop_fu_fraction
+        named = rng.random(n) < cfg.spacegroup_fraction
+        names = [
+            ("gen" if g else "csp_nofu" if f else "csp") + ("_sg" if s else "")
+            for g, f, s in zip(gen, nofu, named)
+        ]
+        chosen = [seq[name] for seq, name in zip(self.data.sequences, names)]
         lengths = np.array([len(s) for s in chosen])
         batches = bucketed_batches(lengths, self.config.batch_size, self.config.bucket_batches, rng)
         usable = len(batches) // self.world * self.world  # every rank takes the same number of steps
