@@ -6,10 +6,11 @@ JSON and PNG, for docs/evaluation.md:
   csp1   MPTS-52 test, 1,000 crystals, 1 sample: the oracle (harness self-check and
          scoring cost) and the PyXtal baseline in one run
   csp20  MPTS-52 test, 100 crystals, 20 samples: oracle + PyXtal
+  perov1, carbon1   Perov-5 / Carbon-24 test, 1,000 crystals, 1 sample: oracle + PyXtal
   dng    1,000 PyXtal crystals (compositions from the training pool) against the
          MPTS-52 test set (coverage on a 500-crystal subset) and the training pool
 
-Usage: nice python benchmarks/bench_evaluate.py --data ../shared/data --out docs/evaluation [--runs csp1,csp20,dng]
+Usage: nice python benchmarks/bench_evaluate.py --data ../shared/data --out docs/evaluation [--runs csp1,csp20,perov1,carbon1,dng]
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ def commands(data: Path, out: Path) -> dict[str, list[str]]:
     return {
         "csp1": ["csp", "--test", mpts, "--limit", "1000", "--samples", "1", "--baseline", "oracle"],
         "csp20": ["csp", "--test", mpts, "--limit", "100", "--samples", "20", "--baseline", "oracle"],
+        "perov1": ["csp", "--test", str(data / "benchmark" / "perov_5_test.csv.gz"), "--limit", "1000",
+                   "--samples", "1", "--baseline", "oracle"],
+        "carbon1": ["csp", "--test", str(data / "benchmark" / "carbon_24_test.csv.gz"), "--limit", "1000",
+                    "--samples", "1", "--baseline", "oracle"],
         "dng": ["dng", "-n", "1000", "--baseline", "pyxtal", "--test", mpts, "--test-limit", "500", "--train", pool],
     }
 
@@ -36,7 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--out", type=Path, default=Path("docs/evaluation"))
-    parser.add_argument("--runs", default="csp1,csp20,dng")
+    parser.add_argument("--runs", default="csp1,csp20,perov1,carbon1,dng")
     parser.add_argument("--workers", default="2")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

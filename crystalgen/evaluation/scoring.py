@@ -6,13 +6,13 @@ can fan them out over processes with `parallel_map`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from pymatgen.core import Structure
 
-from crystalgen.evaluation.metrics import make_matcher, rms_dist
+from crystalgen.evaluation.metrics import best_of_k, make_matcher, rms_dist
 
 
 @dataclass
@@ -34,7 +34,6 @@ class CrystalScore:
     struct_fp: np.ndarray | None = None
     comp_fp: np.ndarray | None = None
     consistency: dict[str, bool] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def valid(self) -> bool:
@@ -97,8 +96,6 @@ class CSPItemScore:
 def score_csp_item(task: tuple[Structure, list[Structure | None], bool]) -> CSPItemScore:
     """Score K candidates against one ground truth, with DiffCSP's validity rule:
     a candidate only counts if it is valid, and with K = 1 the ground truth must be too."""
-    from crystalgen.evaluation.metrics import best_of_k
-
     truth, candidates, with_report = task
     matcher = make_matcher()
     truth_score = score_crystal(truth, with_report=False)
