@@ -92,6 +92,9 @@ class CrystalModel(nn.Module):
             }
         )
         self.mtp = MTPModule(bcfg) if self.config.mtp else None
+        #: heads on every position + target masks (True), or on target rows only (False);
+        #: None picks masks on CUDA (no host syncs) and indexing on a CPU (less work)
+        self.mask_heads: bool | None = None
 
     @property
     def device(self) -> torch.device:
@@ -103,7 +106,7 @@ class CrystalModel(nn.Module):
         return x + self.value_embedding(values, kinds).to(x.dtype)
 
     # --- training ---------------------------------------------------------------------
-    def head_nll_sums(self, hidden: Tensor, batch: dict[str, Tensor], shift: int) -> dict[str, tuple[Tensor, int]]:
+    def head_nll_sums(self, hidden: Tensor, batch: dict[str, Tensor], shift: int) -> dict[str, tuple[Tensor, Tensor]]:
         """Summed NLL and target count per head, row t of ``hidden`` predicting position t+shift.
 
         Token targets: loss-mask token positions (cross-entropy). Value targets: free
@@ -113,17 +116,24 @@ class CrystalModel(nn.Module):
         hidden = hidden[:, :n]
         target = {k: batch[k][:, shift:] for k in ("tokens", "values", "value_kind", "free", "loss_mask")}
         kinds, selected = target["value_kind"], target["loss_mask"]
-        out: dict[str, tuple[Tensor, int]] = {}
-        rows = selected & (kinds == 0)
-        logits = self.token_head(hidden[rows])
-        out["token"] = (F.cross_entropy(logits, target["tokens"][rows], reduction="sum"), int(rows.sum()))
+
+        def total(loss_of, rows: Tensor, wanted: Tensor) -> tuple[Tensor, Tensor]:
+            if self.mask_heads if self.mask_heads is not None else hidden.is_cuda:
+                # masks, not indexing: no host sync, so the GPU never waits on the CPU
+                return torch.where(rows, loss_of(hidden, wanted), 0.0).sum(), rows.sum()
+            return loss_of(hidden[rows], wanted[rows]).sum(), rows.sum()  # CPU: heads on targets only
+
+        def token_nll(h: Tensor, t: Tensor) -> Tensor:
+            logits = self.token_head(h)
+            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), t.reshape(-1), reduction="none").view(t.shape)
+
+        out = {"token": total(token_nll, selected & (kinds == 0), target["tokens"])}
         for kind, name in VALUE_HEADS.items():
-            rows = selected & target["free"] & (kinds == kind)
-            dist = self.value_heads[name](hidden[rows])
-            out[name] = (dist.nll(target["values"][rows]).sum(), int(rows.sum()))
+            head = self.value_heads[name]
+            out[name] = total(lambda h, t: head(h).nll(t), selected & target["free"] & (kinds == kind), target["values"])
         return out
 
-    def nll_sums(self, batch: dict[str, Tensor]) -> dict[str, tuple[Tensor, int]]:
+    def nll_sums(self, batch: dict[str, Tensor]) -> dict[str, tuple[Tensor, Tensor]]:
         """Summed next-position NLL and target count per head (for exact validation means)."""
         embeds = self.embed(batch["tokens"], batch["values"], batch["value_kind"])
         return self.head_nll_sums(self.backbone(embeds).hidden_states, batch, shift=1)
@@ -139,13 +149,13 @@ class CrystalModel(nn.Module):
         embeds = self.embed(batch["tokens"], batch["values"], batch["value_kind"])
         out = self.backbone(embeds)
         terms = self.head_nll_sums(out.hidden_states, batch, shift=1)
-        losses = {name: s / max(n, 1) for name, (s, n) in terms.items()}
+        losses = {name: s / n.clamp_min(1) for name, (s, n) in terms.items()}
         losses["aux"] = out.aux_loss
         total = sum(losses.values())
         if self.mtp is not None:
             states = self.mtp(out.hidden_states[:, :-1], embeds[:, 1:])
             mtp_terms = self.head_nll_sums(states, batch, shift=2)
-            losses["mtp"] = sum(s / max(n, 1) for s, n in mtp_terms.values())
+            losses["mtp"] = sum(s / n.clamp_min(1) for s, n in mtp_terms.values())
             total = total + self.config.mtp_loss_weight * losses["mtp"]
         losses["loss"] = total
         return losses

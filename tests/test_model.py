@@ -50,6 +50,19 @@ def test_batch_losses_are_the_sum_of_single_sequence_losses(model, sequences):
     assert together["coordinate"][1] > 0 and together["length"][1] > 0
 
 
+def test_masked_and_indexed_heads_agree(model, sequences):
+    """The GPU path (heads on every position, targets by mask) equals the CPU path."""
+    batch = collate(sequences)
+    try:
+        model.mask_heads = True
+        masked = model(batch)
+    finally:
+        model.mask_heads = None
+    indexed = model(batch)
+    for k in indexed:
+        assert torch.allclose(masked[k], indexed[k], rtol=1e-5, atol=1e-5), k
+
+
 def test_forward_reports_every_head_and_mtp(model, sequences):
     losses = model(collate(sequences))
     assert set(losses) == {*HEAD_NAMES, "aux", "mtp", "loss"}
