@@ -209,6 +209,55 @@ class CrystalGenerator:
         request = GenerationRequest.build(composition, exact_cell=True, max_atoms=self.max_atoms)
         return self.generate(request, n, temperature, seed, batch_size, validate, False, 3, progress)
 
+    def predict_structures(
+        self,
+        compositions: list[str | Composition],
+        n: int = 1,
+        temperature: float = 1.0,
+        seed: int | None = None,
+        batch_size: int = 256,
+        validate: bool = True,
+        max_rounds: int = 3,
+        progress: bool = False,
+    ) -> list[list[GenerationResult]]:
+        """Crystal structure prediction for many compositions at once.
+
+        Sequences of different compositions share batches (left-padded prefixes), which
+        is what makes evaluating thousands of test crystals fast. Returns ``n``
+        candidates per composition (fewer where the model failed ``max_rounds`` times;
+        none for a composition the model cannot express).
+        """
+        from tqdm.auto import tqdm
+
+        requests: list[GenerationRequest | None] = []
+        for comp in compositions:
+            try:
+                requests.append(GenerationRequest.build(comp, exact_cell=True, max_atoms=self.max_atoms))
+            except RequestError as err:
+                log.info("skipping %s: %s", comp, err)
+                requests.append(None)
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**63))
+        results: list[list[GenerationResult]] = [[] for _ in compositions]
+        bar = tqdm(total=n * sum(r is not None for r in requests), desc="predicting", unit="crystal",
+                   disable=not progress)
+        for _ in range(max_rounds):
+            jobs = [i for i, r in enumerate(requests) if r is not None for _ in range(n - len(results[i]))]
+            if not jobs:
+                break
+            jobs.sort(key=lambda i: len(requests[i].prefix))  # similar lengths: little padding
+            for start in range(0, len(jobs), batch_size):
+                chunk = jobs[start : start + batch_size]
+                seqs = generate_batch(self.model, [requests[i].prefix for i in chunk], [None] * len(chunk),
+                                      temperature, gen, self.max_atoms)
+                for i, seq in zip(chunk, seqs):
+                    res = self._to_result(seq, requests[i], validate, temperature, seed)
+                    if res is not None and len(results[i]) < n:
+                        results[i].append(res)
+                        bar.update(1)
+        bar.close()
+        return results
+
     def generate(
         self,
         request: GenerationRequest,

@@ -187,3 +187,15 @@ def test_shipped_model_follows_its_plan():
     results = gen.sample(n=48, formula="SrTiO3", seed=1)
     agree = np.mean([r.trace["consistency"]["spacegroup"] for r in results])
     assert agree >= 0.5, agree
+
+
+def test_batched_prediction_serves_many_compositions(gen):
+    comps = ["Na2Cl2", "Li2O1", "Sr1Ti1O3", "Xx2"]
+    results = gen.predict_structures(comps, n=2, seed=0)
+    assert len(results) == 4 and results[3] == []  # an unknown element gives no candidates
+    for comp, res in zip(comps[:3], results[:3]):
+        assert len(res) == 2
+        for r in res:
+            assert r.structure.composition.reduced_composition == Composition(comp).reduced_composition
+    again = gen.predict_structures(comps, n=2, seed=0)
+    assert [[r.structure for r in rs] for rs in again] == [[r.structure for r in rs] for rs in results]

@@ -46,7 +46,14 @@ def generate_csp(
     seed: int,
     workers: int = 1,
 ) -> list[list[GenerationResult | None]]:
-    """`n_samples` candidates per composition; None where the generator failed."""
+    """`n_samples` candidates per composition; None where the generator failed.
+
+    A generator with a batched ``predict_structures`` (the model) gets every composition
+    in one call, so that sequences of different compositions share batches.
+    """
+    if hasattr(generator, "predict_structures"):
+        batched = generator.predict_structures(list(compositions), n=n_samples, seed=seed)
+        return [(list(r) + [None] * n_samples)[:n_samples] for r in batched]
     tasks = [(generator, c, n_samples, derived_seed(seed, i)) for i, c in enumerate(compositions)]
     return parallel_map(
         _predict_task, tasks, workers=_workers_for(generator, workers), desc="generate (csp)", chunksize=8
