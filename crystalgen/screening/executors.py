@@ -11,7 +11,8 @@ import multiprocessing as mp
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
 
@@ -29,9 +30,31 @@ def _exit_with_parent(parent: int) -> None:
             os._exit(1)
 
 
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextmanager
+def _child_thread_limit(threads: int) -> Iterator[None]:
+    """Spawn children with ``threads`` BLAS/OpenMP threads each.
+
+    The variables must be in the environment when a child starts: OpenBLAS reads them when
+    numpy loads, which is before any initializer runs. Unlimited, two workers' BLAS threads
+    spin against each other: ASE's cell filter (tiny scipy solves) ran 5x slower.
+    """
+    saved = {k: os.environ.get(k) for k in _THREAD_VARIABLES}
+    os.environ.update({k: str(threads) for k in _THREAD_VARIABLES})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _init_worker(threads: int, parent: int) -> None:
-    """Limit BLAS/torch threads (no oversubscription) and follow the driver's death."""
-    os.environ["OMP_NUM_THREADS"] = str(threads)
+    """Limit torch threads (no oversubscription) and follow the driver's death."""
     try:
         import torch
 
@@ -42,7 +65,11 @@ def _init_worker(threads: int, parent: int) -> None:
 
 
 def run_local(fn: Callable, tasks: Sequence[Task], on_done: OnDone, workers: int = 1, progress: bool = True) -> None:
-    """Run tasks in this process (workers <= 1) or in a pool of spawned processes."""
+    """Run tasks in this process (workers <= 1) or in a pool of spawned processes.
+
+    In this process BLAS keeps the threads it started with; for relaxations with one worker,
+    start the run with ``OMP_NUM_THREADS=1`` (the pool sets it for its workers itself).
+    """
     bar = tqdm(total=len(tasks), desc="shards", unit="shard", disable=not progress)
     if workers <= 1 or len(tasks) <= 1:
         for i, args in enumerate(tasks):
@@ -52,8 +79,9 @@ def run_local(fn: Callable, tasks: Sequence[Task], on_done: OnDone, workers: int
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
     # spawn, not fork: the driver may already hold torch / OpenMP state that fork would copy.
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                             initargs=(threads, os.getpid())) as pool:
+    with _child_thread_limit(threads), ProcessPoolExecutor(
+        workers, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(threads, os.getpid())
+    ) as pool:
         pending = {pool.submit(fn, *args): i for i, args in enumerate(tasks)}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
