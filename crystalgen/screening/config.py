@@ -206,11 +206,12 @@ class ScreenConfig:
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "ScreenConfig":
-        """Read a config file; a relative novelty reference is taken relative to the file."""
+        """Read a config file; a relative novelty reference is taken relative to the file
+        (``training-pool`` names the reference corpus shipped with the package)."""
         path = Path(path)
         with open(path, "rb") as fh:
             cfg = cls.from_dict(tomllib.load(fh))
         ref = cfg.novelty.reference
-        if ref and not Path(ref).is_absolute() and not Path(ref).exists():
+        if ref and ref != "training-pool" and not Path(ref).is_absolute() and not Path(ref).exists():
             cfg.novelty.reference = str((path.parent / ref).resolve())
         return cfg

@@ -58,13 +58,22 @@ def load_reference(path: str | Path, element_sets: Iterable[frozenset[str]] | No
 
     element_sets: keep only structures whose elements lie within one of these sets (the
         targets' elements); None keeps everything.
-    Reads CSV(.gz) files with a ``cif`` column directly, a prepared HDF5 corpus with
+    ``training-pool`` is the training pool shipped with the package
+    (``crystalgen.data.reference``). Reads CSV(.gz) files with a ``cif`` column directly, a
+    shipped reference file, a prepared HDF5 corpus with
     ``crystalgen.data.corpus.read_corpus``, and anything else (CIF folder, extxyz, ...) with
     ``crystalgen.data.readers.read_structures``.
     """
-    path = Path(path)
+    from crystalgen.data.reference import is_reference_file, read_reference, resolve
+
+    path = resolve(path)
     allowed = None if element_sets is None else [frozenset(s) for s in element_sets]
     index: ReferenceIndex = defaultdict(list)
+    if is_reference_file(path):
+        for ident, formula, cif in zip(*read_reference(path)):
+            if _keep(formula, allowed):
+                index[formula].append((ident, cif))
+        return dict(index)
     if path.is_file() and ".csv" in path.suffixes:
         for ident, cif in _csv_rows(path):
             formula = _formula_of_cif(cif)
