@@ -1,8 +1,5 @@
-"""The sampling product: constrained decoding guarantees, the API, the CLI and writers.
-
-Guarantees that hold for any weights (exact composition, chemical systems, requested
-space groups, seeds) are tested on a small randomly initialised model; what needs a
-trained model (valid crystals) is tested on the shipped one.
+"""The sampling product, on the shipped model: constrained decoding guarantees, the API,
+the CLI and the writers, and that the trained model really produces valid crystals.
 """
 
 from __future__ import annotations
@@ -18,21 +15,24 @@ from pymatgen.core import Composition, Structure
 from crystalgen.api import PRETRAINED_DIR, CrystalGenerator, RequestError
 from crystalgen.cli import main
 from crystalgen.io import read_h5, write_results
-from crystalgen.model import CrystalModel, CrystalModelConfig
 from crystalgen.results import GenerationResult
 
-
-@pytest.fixture(scope="module")
-def random_model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("random_model")
-    CrystalModel(CrystalModelConfig()).save_pretrained(path)
-    return path
+# what the shipped model must at least reach (it measured more: see MODEL_CARD.md)
+NACL_VALID = 0.8
+DENOVO_STRUCTURAL = 0.6
+DENOVO_VALID = 0.35
+PLAN_SPACEGROUP_AGREEMENT = 0.6
 
 
 @pytest.fixture(scope="module")
-def gen(random_model_dir):
-    return CrystalGenerator.from_pretrained(random_model_dir)
+def gen():
+    torch.set_num_threads(1)  # a busy 2-core machine: spinning OpenMP threads cost more than they give
+    return CrystalGenerator.from_pretrained()
+
+
+def test_shipped_model_is_in_the_package():
+    assert (PRETRAINED_DIR / "model.safetensors").is_file()
+    assert (PRETRAINED_DIR / "MODEL_CARD.md").is_file()
 
 
 def test_formula_is_met_exactly(gen):
@@ -138,11 +138,10 @@ def test_symmetrised_cif_keeps_the_space_group(tmp_path):
         assert Structure.from_file(path).matches(s)
 
 
-def test_cli_sample_writes_and_summarises(random_model_dir, tmp_path):
+def test_cli_sample_writes_and_summarises(tmp_path):
     out = tmp_path / "nacl.json"
     res = CliRunner().invoke(
-        main, ["sample", "--model", str(random_model_dir), "--formula", "NaCl", "-n", "3", "--seed", "0",
-               "--out", str(out), "--trace"],
+        main, ["sample", "--formula", "NaCl", "-n", "3", "--seed", "0", "--out", str(out), "--trace"],
     )
     assert res.exit_code == 0, res.output
     data = json.loads(out.read_text())
@@ -154,48 +153,31 @@ def test_cli_sample_writes_and_summarises(random_model_dir, tmp_path):
     "args", [["--formula", "Xx2"], ["--formula", "NaCl", "--chemsys", "Na-Cl"],
              ["--formula", "NaCl", "--spacegroup", "230", "--num-atoms", "2"]]
 )
-def test_cli_bad_input_fails_cleanly(random_model_dir, tmp_path, args):
+def test_cli_bad_input_fails_cleanly(tmp_path, args):
     out = tmp_path / "never.cif"
-    res = CliRunner().invoke(main, ["sample", "--model", str(random_model_dir), *args, "--out", str(out)])
+    res = CliRunner().invoke(main, ["sample", *args, "--out", str(out)])
     assert res.exit_code != 0
     assert "Error" in res.output
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
-# --- the shipped model -------------------------------------------------------------------
-
-shipped = pytest.mark.skipif(
-    not (PRETRAINED_DIR / "model.safetensors").is_file(), reason="no shipped model in this checkout"
-)
+# --- what needs a trained model -----------------------------------------------------------
+# Thresholds sit well below what the shipped model measured (MODEL_CARD.md), so that a
+# retrained model that really got worse fails, and noise does not.
 
 
-@shipped
-def test_shipped_model_makes_valid_crystals():
-    gen = CrystalGenerator.from_pretrained()
-    results = gen.sample(n=48, formula="NaCl", seed=0) + gen.sample(n=48, chemsys="Li-Fe-O", seed=0)
-    assert len(results) == 96
+def test_shipped_model_makes_valid_crystals(gen):
+    nacl = gen.sample(n=48, formula="NaCl", seed=0)
+    denovo = gen.sample(n=96, seed=0)
+    assert len(nacl) == 48 and len(denovo) == 96
+    assert np.mean([r.valid for r in nacl]) >= NACL_VALID
     structural = np.mean([r.report["checks"]["distance"]["pass"] and r.report["checks"]["lattice"]["pass"]
-                          for r in results])
-    overall = np.mean([r.valid for r in results])
-    assert structural >= 0.9, structural
-    assert overall >= 0.6, overall
+                          for r in denovo])
+    assert structural >= DENOVO_STRUCTURAL, structural
+    assert np.mean([r.valid for r in denovo]) >= DENOVO_VALID
 
 
-@shipped
-def test_shipped_model_follows_its_plan():
-    gen = CrystalGenerator.from_pretrained()
+def test_shipped_model_follows_its_plan(gen):
     results = gen.sample(n=48, formula="SrTiO3", seed=1)
     agree = np.mean([r.trace["consistency"]["spacegroup"] for r in results])
-    assert agree >= 0.5, agree
-
-
-def test_batched_prediction_serves_many_compositions(gen):
-    comps = ["Na2Cl2", "Li2O1", "Sr1Ti1O3", "Xx2"]
-    results = gen.predict_structures(comps, n=2, seed=0)
-    assert len(results) == 4 and results[3] == []  # an unknown element gives no candidates
-    for comp, res in zip(comps[:3], results[:3]):
-        assert len(res) == 2
-        for r in res:
-            assert r.structure.composition.reduced_composition == Composition(comp).reduced_composition
-    again = gen.predict_structures(comps, n=2, seed=0)
-    assert [[r.structure for r in rs] for rs in again] == [[r.structure for r in rs] for rs in results]
+    assert agree >= PLAN_SPACEGROUP_AGREEMENT, agree
