@@ -69,13 +69,12 @@ class GatedAttention(nn.Module):
         if cache is not None:
             offset = cache.length
             k, v, key_mask = cache.append_attention(self.layer_idx, k, v)
-        rep = self.num_heads // self.num_kv_heads
-        if rep > 1:
-            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        # GQA without copying the keys/values per query head (the copy dominated decoding)
+        gqa = {"enable_gqa": True} if self.num_heads != self.num_kv_heads else {}
         if key_mask is None and offset == 0:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, **gqa)
         else:
             mask = attention_mask_4d(key_mask, t, k.shape[2], offset, x.device)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, **gqa)
         out = out.transpose(1, 2).reshape(b, t, -1) * torch.sigmoid(gate)
         return self.o_proj(out)
