@@ -49,10 +49,11 @@ def generate_csp(
     """`n_samples` candidates per composition; None where the generator failed.
 
     A generator with a batched ``predict_structures`` (the model) gets every composition
-    in one call, so that sequences of different compositions share batches.
+    in one call, so that sequences of different compositions share batches; it skips its
+    own validation, since the harness scores every candidate itself.
     """
     if hasattr(generator, "predict_structures"):
-        batched = generator.predict_structures(list(compositions), n=n_samples, seed=seed)
+        batched = generator.predict_structures(list(compositions), n=n_samples, seed=seed, validate=False)
         return [(list(r) + [None] * n_samples)[:n_samples] for r in batched]
     tasks = [(generator, c, n_samples, derived_seed(seed, i)) for i, c in enumerate(compositions)]
     return parallel_map(
