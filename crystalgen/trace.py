@@ -152,15 +152,3 @@ def render_trace(trace: dict[str, Any]) -> str:
         f"{'inside' if c['density'] else 'outside'} the planned {p['density'][0]:.2f}-{p['density'][1]:.2f}"
     )
     return "\n".join(lines)
-
-
-def consistency_rates(traces: list[dict[str, Any] | None]) -> dict[str, float]:
-    """Plan-vs-result agreement over a batch: the fraction of traces agreeing on each item."""
-    rows = [t["consistency"] for t in traces if t]
-    if not rows:
-        return {}
-    keys = rows[0].keys()
-    out = {k: sum(bool(r[k]) for r in rows) / len(rows) for k in keys}
-    out["all"] = sum(all(r.values()) for r in rows) / len(rows)
-    out["n"] = len(rows)
-    return out

@@ -9,7 +9,7 @@ import click
 
 
 def _summary_table(results) -> str:
-    from crystalgen.trace import consistency_rates
+    from crystalgen.evaluation.consistency import consistency_rates
     from crystalgen.validators import CHECK_NAMES
 
     n = len(results)
@@ -21,7 +21,7 @@ def _summary_table(results) -> str:
             lines.append(f"{name:<14}{sum(verdicts) / len(verdicts):>10.1%}")
     if n and results[0].report is not None:
         lines.append(f"{'overall':<14}{sum(bool(r.valid) for r in results) / n:>10.1%}")
-    rates = consistency_rates([r.trace for r in results])
+    rates = consistency_rates([r.trace["consistency"] for r in results if r.trace]) or {}
     for key in ("spacegroup", "composition", "density", "all"):
         if key in rates:
             lines.append(f"{'plan ' + key:<14}{rates[key]:>10.1%}")
