@@ -69,10 +69,13 @@ class GatedAttention(nn.Module):
         if cache is not None:
             offset = cache.length
             k, v, key_mask = cache.append_attention(self.layer_idx, k, v)
+            if not cache.padded:
+                key_mask = None
         # GQA without copying the keys/values per query head (the copy dominated decoding)
         gqa = {"enable_gqa": True} if self.num_heads != self.num_kv_heads else {}
-        if key_mask is None and offset == 0:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, **gqa)
+        if key_mask is None and (offset == 0 or t == 1):
+            # no padding: causal from the start, or one new query that sees every cached key
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1, **gqa)
         else:
             mask = attention_mask_4d(key_mask, t, k.shape[2], offset, x.device)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, **gqa)

@@ -39,12 +39,16 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     query heads reuse the coefficients of their KV head.
     """
     rot = cos.shape[-1]
-    rep = x.shape[1] // cos.shape[1]
-    if rep > 1:
-        cos, sin = cos.repeat_interleave(rep, dim=1), sin.repeat_interleave(rep, dim=1)
-    x_rot, x_pass = x[..., :rot], x[..., rot:]
+    b, h, t, d = x.shape
+    groups = cos.shape[1]
+    # query heads of one KV head share its coefficients: broadcast, no repeat_interleave copy
+    xg = x.view(b, groups, h // groups, t, d) if groups > 1 else x
+    if groups > 1:
+        cos, sin = cos[:, :, None], sin[:, :, None]
+    x_rot, x_pass = xg[..., :rot], xg[..., rot:]
     out = x_rot * cos.to(x.dtype) + rotate_half(x_rot) * sin.to(x.dtype)
-    return torch.cat((out, x_pass), dim=-1) if x_pass.shape[-1] else out
+    out = torch.cat((out, x_pass), dim=-1) if x_pass.shape[-1] else out
+    return out.reshape(b, h, t, d)
 
 
 class RotaryEmbedding(nn.Module):

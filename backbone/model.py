@@ -51,7 +51,7 @@ class DecoderLayer(nn.Module):
         x = x + h
         h = self.post_attention_layernorm(x)
         if isinstance(self.mlp, SparseMoeBlock):
-            h, aux = self.mlp(h, attention_mask)
+            h, aux = self.mlp(h, attention_mask, with_aux=cache is None)
         else:
             h, aux = self.mlp(h), x.new_zeros(())
         return x + h, aux
@@ -139,6 +139,8 @@ class Backbone(nn.Module):
             if position_ids is None:
                 position_ids = default_position_ids(step_mask, b, t, inputs_embeds.device, cache.next_position)
             cache.key_mask[:, cache.length:cache.length + t] = step_mask
+            if attention_mask is not None and not cache.padded:
+                cache.padded = not bool(attention_mask.all())
         elif position_ids is None:
             position_ids = default_position_ids(attention_mask, b, t, inputs_embeds.device)
 

@@ -97,8 +97,10 @@ class Experts(nn.Module):
             slices = xs.split(counts.tolist())
             ys = torch.cat([_swiglu(s, gu, d) for s, (gu, d) in zip(slices, weights) if s.shape[0]]
                            or [xs.new_zeros(0, x.shape[1])])
-        ys = ys * routing.weights.reshape(-1)[order, None].to(ys.dtype)
-        return torch.zeros_like(x).index_add_(0, token, ys.to(x.dtype))
+        # back to (token, slot) order by a gather, then a weighted sum over the k slots:
+        # cheaper than scattering with index_add_ (each token has exactly k rows)
+        ys = ys[order.argsort()].view(n, k, -1)
+        return torch.einsum("nkh,nk->nh", ys, routing.weights.to(ys.dtype)).to(x.dtype)
 
     def _grouped(self, xs: torch.Tensor, counts: torch.Tensor) -> torch.Tensor | None:
         """One grouped GEMM for all experts; None when this build/GPU cannot run it."""
@@ -145,12 +147,17 @@ class SparseMoeBlock(nn.Module):
         self.shared_expert = MLP(cfg.hidden_size, cfg.shared_expert_intermediate_size)
         self.shared_expert_gate = nn.Linear(cfg.hidden_size, 1, bias=False)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, with_aux: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``with_aux=False`` (decoding) skips the balance loss: nobody reads it there."""
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
         routing = self.gate(flat)
         out = self.experts(flat, routing)
         out = out + torch.sigmoid(self.shared_expert_gate(flat)) * self.shared_expert(flat)
+        if not with_aux:
+            return out.reshape(shape), x.new_zeros(())
         flat_mask = mask.reshape(-1) if mask is not None else None
         aux = self.aux_coef * load_balancing_loss(routing, self.num_experts, flat_mask)
         return out.reshape(shape), aux

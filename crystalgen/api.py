@@ -28,8 +28,9 @@ from crystalgen.representation.grammar import DEFAULT_MAX_ATOMS, Grammar, NoLega
 from crystalgen.representation.sequence import Conditioning, DecodeError, decode, decode_plan, encode_prefix
 from crystalgen.representation.tables import element_order_key
 from crystalgen.results import GenerationResult
-from crystalgen.sampling import ElementRule, generate_batch
+from crystalgen.sampling import ElementRule
 from crystalgen.trace import build_trace
+from crystalgen.workers import ShardPool, ShardSpec, default_workers, run_shard, shard_seed, split_jobs
 
 log = logging.getLogger(__name__)
 
@@ -151,10 +152,34 @@ class CrystalGenerator:
     ``.log_likelihood``, ``.to_ase()``, ``as_dict()``/``from_dict()``.
     """
 
-    def __init__(self, model, device: str | torch.device = "cpu", max_atoms: int = DEFAULT_MAX_ATOMS) -> None:
+    def __init__(
+        self,
+        model,
+        device: str | torch.device = "cpu",
+        max_atoms: int = DEFAULT_MAX_ATOMS,
+        workers: int | None = None,
+        model_dir: str | Path | None = None,
+    ) -> None:
+        """``workers``: sampling processes for large requests (None: one per core on a
+        CPU, none on a GPU; 0: everything in this process). Results do not depend on it."""
         self.model = model.eval()
         self.device = torch.device(device)
         self.max_atoms = max_atoms
+        self.workers = default_workers(self.device) if workers is None else int(workers)
+        self.model_dir = str(model_dir) if model_dir is not None else None
+        self._pool: ShardPool | None = None
+
+    def close(self) -> None:
+        """Stop the worker processes (they are started on the first large request)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, device: str = "cpu", **kwargs) -> "CrystalGenerator":
@@ -166,7 +191,7 @@ class CrystalGenerator:
             raise FileNotFoundError(f"no model.safetensors in {directory}")
         if str(device).startswith("cuda") and not torch.cuda.is_available():
             raise RequestError("device cuda asked for, but no CUDA device is available")
-        return cls(CrystalModel.from_pretrained(directory, device=device), device=device, **kwargs)
+        return cls(CrystalModel.from_pretrained(directory, device=device), device=device, model_dir=directory, **kwargs)
 
     # ------------------------------------------------------------------------------------
     def sample(
@@ -236,25 +261,19 @@ class CrystalGenerator:
             except RequestError as err:
                 log.info("skipping %s: %s", comp, err)
                 requests.append(None)
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**63))
+        base = _base_seed(seed)
         results: list[list[GenerationResult]] = [[] for _ in compositions]
         bar = tqdm(total=n * sum(r is not None for r in requests), desc="predicting", unit="crystal",
                    disable=not progress)
-        for _ in range(max_rounds):
+        for round_ in range(max_rounds):
             jobs = [i for i, r in enumerate(requests) if r is not None for _ in range(n - len(results[i]))]
             if not jobs:
                 break
             jobs.sort(key=lambda i: len(requests[i].prefix))  # similar lengths: little padding
-            for start in range(0, len(jobs), batch_size):
-                chunk = jobs[start : start + batch_size]
-                seqs = generate_batch(self.model, [requests[i].prefix for i in chunk], [None] * len(chunk),
-                                      temperature, gen, self.max_atoms)
-                for i, seq in zip(chunk, seqs):
-                    res = self._to_result(seq, requests[i], validate, temperature, seed)
-                    if res is not None and len(results[i]) < n:
-                        results[i].append(res)
-                        bar.update(1)
+            for i, res in zip(jobs, self._run_jobs(requests, jobs, base, round_, temperature, batch_size,
+                                                   validate, seed, bar.update)):
+                if res is not None and len(results[i]) < n:
+                    results[i].append(res)
         bar.close()
         return results
 
@@ -275,62 +294,86 @@ class CrystalGenerator:
 
         if n < 1:
             return []
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**63))
+        base = _base_seed(seed)
         results: list[GenerationResult] = []
-        attempts, budget = 0, n * max_rounds
-        bar = tqdm(total=n, desc="sampling", unit="crystal", disable=not progress)
+        attempts, budget, round_ = 0, n * max_rounds, 0
+        bar = tqdm(total=n, desc="sampling", unit="seq", disable=not progress)  # sequences tried
         while len(results) < n and attempts < budget:
             # ask for as many as the success rate so far says are needed (failed
-            # sequences, invalid crystals under only_valid, wrong num_atoms)
+            # sequences, invalid crystals under only_valid, wrong num_atoms); the rate comes
+            # from finished rounds only, so the same seed always asks for the same jobs
             rate = max(len(results) / attempts, 0.1) if attempts else 1.0
-            size = min(batch_size, budget - attempts, math.ceil((n - len(results)) / rate))
-            seqs = generate_batch(
-                self.model, [request.prefix] * size, [request.rule] * size, temperature, gen, self.max_atoms
-            )
+            size = min(budget - attempts, max(math.ceil((n - len(results)) / rate), 1))
             attempts += size
-            for seq in seqs:
-                res = self._to_result(seq, request, validate, temperature, seed)
+            bar.total = attempts
+            bar.refresh()
+            kept = []
+            for res in self._run_jobs([request], [0] * size, base, round_, temperature, batch_size, validate, seed,
+                                      bar.update):
                 if res is None or (only_valid and not res.valid):
                     continue
                 if request.num_atoms and not request.formula:
                     if len(res.structure.get_primitive_structure()) != request.num_atoms:
                         continue
-                results.append(res)
-                bar.update(1)
-                if len(results) == n:
-                    break
+                kept.append(res)
+            results += kept[: n - len(results)]
+            round_ += 1
         bar.close()
         if len(results) < n:
             log.warning("generated %d of %d requested crystals in %d attempts", len(results), n, attempts)
         return results
 
-    def _to_result(self, seq, request: GenerationRequest, validate: bool, temperature: float, seed) -> GenerationResult | None:
-        if seq is None:
-            return None
-        try:
-            crystal = decode(seq.tokens, seq.values)
-            plan = decode_plan(seq.tokens)
-            structure = crystal.to_structure()
-        except (DecodeError, ValueError) as err:
-            log.debug("undecodable sequence: %s", err)
-            return None
-        report = None
-        if validate:
-            from crystalgen.validators import Intent, validate as run_validators
+    def _run_jobs(self, requests, jobs: list[int], base: int, round_: int, temperature: float, batch_size: int,
+                  validate: bool, user_seed, on_done=None) -> list[GenerationResult | None]:
+        """Generate and finish one result (or None) per job (an index into ``requests``),
+        shard by shard: in worker processes when there is more than one shard."""
+        specs = [ShardSpec(chunk, shard_seed(base, round_, k), temperature, batch_size, self.max_atoms, validate,
+                           user_seed)
+                 for k, chunk in enumerate(split_jobs(jobs, batch_size))]
+        if len(specs) > 1 and self.workers > 1:
+            if self._pool is None:
+                self._pool = ShardPool(self.model, self.workers, self.model_dir)
+            parts = self._pool.run(requests, specs, on_done)
+        else:
+            parts = [run_shard(self.model, requests, spec, on_done) for spec in specs]
+        return [res for part in parts for res in part]
 
-            intent = Intent(spacegroup=request.spacegroup, formula=request.formula)
-            report = run_validators(structure, intent).as_dict()
-        return GenerationResult(
-            structure=structure,
-            trace=build_trace(plan, structure, report),
-            report=report,
-            log_likelihood=float(seq.log_likelihood),
-            metadata={
-                "formula": request.formula,
-                "spacegroup": request.spacegroup,
-                "temperature": temperature,
-                "seed": seed,
-                "planned_spacegroup": plan.spacegroup,
-            },
-        )
+    def _to_result(self, seq, request: GenerationRequest, validate: bool, temperature: float, seed) -> GenerationResult | None:
+        return sequence_to_result(seq, request, validate, temperature, seed)
+
+
+def _base_seed(seed: int | None) -> int:
+    return int(seed) if seed is not None else int(torch.seed() % 2**63)
+
+
+def sequence_to_result(seq, request: GenerationRequest, validate: bool, temperature: float,
+                       seed) -> GenerationResult | None:
+    """Decode a sampled sequence into a result: structure, validators' report, trace."""
+    if seq is None:
+        return None
+    try:
+        crystal = decode(seq.tokens, seq.values)
+        plan = decode_plan(seq.tokens)
+        structure = crystal.to_structure()
+    except (DecodeError, ValueError) as err:
+        log.debug("undecodable sequence: %s", err)
+        return None
+    report = None
+    if validate:
+        from crystalgen.validators import Intent, validate as run_validators
+
+        intent = Intent(spacegroup=request.spacegroup, formula=request.formula)
+        report = run_validators(structure, intent).as_dict()
+    return GenerationResult(
+        structure=structure,
+        trace=build_trace(plan, structure, report),
+        report=report,
+        log_likelihood=float(seq.log_likelihood),
+        metadata={
+            "formula": request.formula,
+            "spacegroup": request.spacegroup,
+            "temperature": temperature,
+            "seed": seed,
+            "planned_spacegroup": plan.spacegroup,
+        },
+    )

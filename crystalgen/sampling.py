@@ -18,6 +18,7 @@ Numpy and torch only (no pymatgen), so this also runs inside training on a GPU b
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,7 +70,8 @@ class SampledSequence:
 class _Row:
     """Decoding state of one sequence of the batch."""
 
-    __slots__ = ("grammar", "rule", "mask", "in_plan", "elements_seen", "tokens", "values", "ll", "failed")
+    __slots__ = ("grammar", "rule", "mask", "in_plan", "elements_seen", "tokens", "values", "ll", "failed",
+                 "pending", "index", "prefix_len")
 
     def __init__(self, grammar: Grammar | None, rule: ElementRule | None) -> None:
         self.grammar = grammar
@@ -81,6 +83,21 @@ class _Row:
         self.values: list[float] = []
         self.ll = 0.0
         self.failed = grammar is None
+        self.pending: tuple[int, float, int] | None = None  # (token, value, kind) chosen this step
+        self.index = 0  # which prefix this row completes
+        self.prefix_len = 0
+
+    @property
+    def positions(self) -> int:
+        """Cache positions this row occupies (its prefix plus what it generated)."""
+        return self.prefix_len + len(self.tokens)
+
+    def result(self, prefix: np.ndarray) -> SampledSequence | None:
+        if self.failed or not self.grammar.done:
+            return None
+        toks = np.concatenate([np.asarray(prefix, np.int64), np.asarray(self.tokens, np.int64)])
+        vals = np.concatenate([np.zeros(len(prefix), np.float32), np.asarray(self.values, np.float32)])
+        return SampledSequence(toks, vals, self.ll)
 
     @property
     def live(self) -> bool:
@@ -115,7 +132,13 @@ def _left_pad(prefixes: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     return tokens, mask
 
 
-@torch.no_grad()
+#: once no job is waiting, drop finished rows from the batch when at most this share runs
+COMPACT_BELOW = 0.75
+#: trim the cache's time axis when this many leading positions are padding for every row
+TRIM_AT = 16
+
+
+@torch.inference_mode()
 def generate_batch(
     model,
     prefixes: list[np.ndarray],
@@ -125,104 +148,181 @@ def generate_batch(
     max_atoms: int = DEFAULT_MAX_ATOMS,
     max_new: int = 512,
 ) -> list[SampledSequence | None]:
-    """Complete every prefix (each ending in ``<plan>``) to ``<eos>``.
+    """Complete every prefix (each ending in ``<plan>``) to ``<eos>``, all in one batch.
 
     Returns one :class:`SampledSequence` per prefix, or None where the prefix has no
     legal completion or the element rule left no legal token.
     """
+    out: list[SampledSequence | None] = [None] * len(prefixes)
+    for i, seq in generate_stream(model, prefixes, rules, temperature, generator, max_atoms, max_new,
+                                  batch_size=max(len(prefixes), 1)):
+        out[i] = seq
+    return out
+
+
+@torch.inference_mode()
+def generate_stream(
+    model,
+    prefixes: list[np.ndarray],
+    rules: list[ElementRule | None] | None = None,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    max_atoms: int = DEFAULT_MAX_ATOMS,
+    max_new: int = 512,
+    batch_size: int = 256,
+) -> Iterator[tuple[int, SampledSequence | None]]:
+    """Continuous batching: yields ``(index of the prefix, sequence or None)`` as
+    sequences finish, keeping up to ``batch_size`` of them running.
+
+    A finished row's slot is refilled with the next waiting prefix (prefilled on its own,
+    then written into the shared cache; its earlier positions are masked), so the batch
+    stays full and no step waits for the longest sequence of a batch. Rows, refills and
+    random draws follow a fixed order, so the same generator seed gives the same output.
+    """
     device = model.device
     rules = rules or [None] * len(prefixes)
-    rows = []
-    for p, rule in zip(prefixes, rules):
-        try:
-            rows.append(_Row(Grammar.start(p, max_atoms=max_atoms), rule))
-        except NoLegalCompletion as err:
-            log.debug("no legal completion: %s", err)
-            rows.append(_Row(None, rule))
-    tokens, mask = _left_pad(prefixes)
-    cache = model.new_cache(len(prefixes), tokens.shape[1] + max_new)
-    zeros = torch.zeros(tokens.shape)
-    hidden = model.step(tokens.to(device), zeros.to(device), torch.zeros_like(tokens).to(device), cache,
-                        attention_mask=mask.to(device))
-    n = len(rows)
-    for _ in range(max_new):
-        live = [i for i, r in enumerate(rows) if r.live]
+    waiting = iter(range(len(prefixes)))
+    slots: list[_Row | None] = []
+    hidden = cache = None
+    refill_min = max(1, batch_size // 16)
+
+    def admit(count: int) -> list[int]:
+        """Up to ``count`` next prefixes that have a legal completion (others finish now)."""
+        taken: list[int] = []
+        for i in waiting:
+            try:
+                row = _Row(Grammar.start(prefixes[i], max_atoms=max_atoms), rules[i])
+            except NoLegalCompletion as err:
+                log.debug("no legal completion: %s", err)
+                finished.append((i, None))
+                continue
+            row.index, row.prefix_len = i, len(prefixes[i])
+            admitted[i] = row
+            taken.append(i)
+            if len(taken) == count:
+                break
+        return taken
+
+    finished: list[tuple[int, SampledSequence | None]] = []
+    admitted: dict[int, _Row] = {}
+    while True:
+        # retire finished rows, refill their slots with waiting prefixes
+        for j, row in enumerate(slots):
+            if row is not None and not row.live:
+                finished.append((row.index, row.result(prefixes[row.index])))
+                slots[j] = None
+        yield from finished
+        finished.clear()
+        free = [j for j, row in enumerate(slots) if row is None]
+        if cache is None or (free and (len(free) >= refill_min or len(free) == len(slots))):
+            new = admit(batch_size if cache is None else len(free))
+            yield from finished
+            finished.clear()
+            if new:
+                tokens, mask = _left_pad([prefixes[i] for i in new])
+                part = model.new_cache(len(new), tokens.shape[1] + 64)
+                h = model.step(tokens.to(device), torch.zeros(tokens.shape, device=device),
+                               torch.zeros_like(tokens).to(device), part, attention_mask=mask.to(device))
+                if cache is None:
+                    cache, hidden, slots = part, h, [admitted.pop(i) for i in new]
+                else:
+                    where = free[: len(new)]
+                    cache.insert(torch.as_tensor(where, device=device), part)
+                    hidden[torch.as_tensor(where, device=device)] = h
+                    for j, i in zip(where, new):
+                        slots[j] = admitted.pop(i)
+        live = [j for j, row in enumerate(slots) if row is not None]
         if not live:
-            break
+            return
+        if len(live) <= COMPACT_BELOW * len(slots):  # nothing left to refill with: shrink
+            keep = torch.as_tensor(live, device=device)
+            cache.select(keep)
+            hidden = hidden[keep]
+            slots = [slots[j] for j in live]
+            live = list(range(len(slots)))
+        span = max(slots[j].positions for j in live)
+        if cache.length - span >= TRIM_AT:
+            cache.keep_last(span)
+        _step_rows(model, slots, live, hidden, temperature, generator)
+        n = len(slots)
         new_tok = np.zeros(n, np.int64)
         new_val = np.zeros(n, np.float32)
         new_kind = np.zeros(n, np.int64)
-        token_rows: list[int] = []
-        token_masks: list[np.ndarray] = []
-        value_rows: dict[int, list[int]] = {}
-        for i in live:
-            row = rows[i]
-            allowed = row.grammar.next_allowed()
-            if isinstance(allowed, ValueSlot):
-                new_tok[i], new_kind[i] = allowed.token, allowed.kind
-                if allowed.free:
-                    value_rows.setdefault(allowed.kind, []).append(i)
-                else:
-                    new_val[i] = allowed.derived_value
+        for j in live:
+            row = slots[j]
+            if row.failed or row.pending is None:
                 continue
-            m = row.token_mask(allowed)
-            if not m.any():
-                row.failed = True
-                continue
-            if m.sum() == 1:  # forced token: probability 1, no model call needed
-                new_tok[i] = int(np.flatnonzero(m)[0])
-            else:
-                token_rows.append(i)
-                token_masks.append(m)
-        if token_rows:
-            idx = torch.as_tensor(token_rows, device=device)
-            logits = masked_logits(model.token_logits(hidden[idx]).float(),
-                                   torch.as_tensor(np.stack(token_masks), device=device))
-            logp = torch.log_softmax(logits, dim=-1)
-            if temperature <= 0:
-                chosen = logits.argmax(dim=-1)
-            else:
-                probs = torch.softmax(logits / temperature, dim=-1)
-                chosen = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-            chosen_lp = logp.gather(-1, chosen[:, None]).squeeze(-1).cpu().numpy()
-            chosen = chosen.cpu().numpy()
-            for j, i in enumerate(token_rows):
-                new_tok[i] = chosen[j]
-                rows[i].ll += float(chosen_lp[j])
-        for kind, vrows in value_rows.items():
-            dist = model.value_distribution(hidden[torch.as_tensor(vrows, device=device)], kind)
-            drawn = dist.sample(temperature, generator)
-            lp = dist.log_prob(drawn).cpu().numpy()
-            drawn = drawn.float().cpu().numpy()
-            for j, i in enumerate(vrows):
-                new_val[i] = drawn[j]
-                rows[i].ll += float(lp[j])
-        for i in live:
-            row = rows[i]
-            if row.failed:
-                continue
-            tok, val = int(new_tok[i]), float(new_val[i])
+            tok, val, kind = row.pending
+            row.pending = None
             try:
                 row.grammar.advance(tok, val)
             except (NoLegalCompletion, ValueError) as err:
-                log.debug("sequence %d stopped: %s", i, err)
+                log.debug("sequence %d stopped: %s", row.index, err)
                 row.failed = True
                 continue
             row.record_token(tok)
             row.tokens.append(tok)
             row.values.append(val)
+            if len(row.tokens) >= max_new and not row.grammar.done:
+                row.failed = True
+            new_tok[j], new_val[j], new_kind[j] = tok, val, kind
+        cache.reserve(cache.length + 1)
         hidden = model.step(
             torch.as_tensor(new_tok[:, None], device=device),
             torch.as_tensor(new_val[:, None], device=device),
             torch.as_tensor(new_kind[:, None], device=device),
             cache,
         )
-    out: list[SampledSequence | None] = []
-    for p, row in zip(prefixes, rows):
-        if row.failed or not row.grammar.done:
-            out.append(None)
+
+
+def _step_rows(model, rows: list[_Row], live: list[int], hidden: torch.Tensor, temperature: float,
+               generator: torch.Generator | None) -> None:
+    """Choose every live row's next position (``row.pending = (token, value, kind)``).
+
+    Forced tokens and derived values need no model call; the others are drawn from the
+    token head (grammar-masked) or the value head of their kind, one call per kind.
+    """
+    device = hidden.device
+    token_slots: list[int] = []
+    token_masks: list[np.ndarray] = []
+    value_slots: dict[int, list[int]] = {}
+    for j in live:
+        row = rows[j]
+        allowed = row.grammar.next_allowed()
+        if isinstance(allowed, ValueSlot):
+            if allowed.free:
+                row.pending = (allowed.token, 0.0, allowed.kind)
+                value_slots.setdefault(allowed.kind, []).append(j)
+            else:
+                row.pending = (allowed.token, float(allowed.derived_value), allowed.kind)
             continue
-        toks = np.concatenate([np.asarray(p, np.int64), np.asarray(row.tokens, np.int64)])
-        vals = np.concatenate([np.zeros(len(p), np.float32), np.asarray(row.values, np.float32)])
-        out.append(SampledSequence(toks, vals, row.ll))
-    return out
+        m = row.token_mask(allowed)
+        if not m.any():
+            row.failed = True
+            continue
+        if m.sum() == 1:  # forced token: probability 1, no model call needed
+            row.pending = (int(np.flatnonzero(m)[0]), 0.0, 0)
+        else:
+            token_slots.append(j)
+            token_masks.append(m)
+    if token_slots:
+        idx = torch.as_tensor(token_slots, device=device)
+        logits = masked_logits(model.token_logits(hidden[idx]).float(),
+                               torch.as_tensor(np.stack(token_masks), device=device))
+        logp = torch.log_softmax(logits, dim=-1)
+        if temperature <= 0:
+            chosen = logits.argmax(dim=-1)
+        else:
+            probs = torch.softmax(logits / temperature, dim=-1)
+            chosen = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        chosen_lp = logp.gather(-1, chosen[:, None]).squeeze(-1).cpu().numpy()
+        for j, tok, lp in zip(token_slots, chosen.cpu().numpy().tolist(), chosen_lp.tolist()):
+            rows[j].pending = (tok, 0.0, 0)
+            rows[j].ll += lp
+    for kind, slots in value_slots.items():
+        dist = model.value_distribution(hidden[torch.as_tensor(slots, device=device)], kind)
+        drawn = dist.sample(temperature, generator)
+        lp = dist.log_prob(drawn).cpu().numpy().tolist()
+        for j, v, l in zip(slots, drawn.float().cpu().numpy().tolist(), lp):
+            rows[j].pending = (rows[j].pending[0], v, kind)
+            rows[j].ll += l

@@ -9,12 +9,13 @@ the structure agrees with its own plan (space group, composition, density).
 
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
 from typing import Any
 
 from pymatgen.core import Composition, Element, Structure
 
-from crystalgen.representation.sequence import Plan
+from crystalgen.representation.sequence import Plan, PlanElement
 
 _AMU_PER_A3_TO_G_PER_CM3 = 1.66053906660
 
@@ -46,9 +47,26 @@ def planned_density(plan: Plan) -> tuple[float, float]:
 
 
 def plan_as_dict(plan: Plan) -> dict[str, Any]:
+    """The plan as plain data (JSON-serialisable); a fresh copy each call."""
+    return copy.deepcopy(_plan_parts(_plan_key(plan))[0])
+
+
+def _plan_key(plan: Plan) -> tuple:
+    return (plan.crystal_system, plan.spacegroup, plan.Z, plan.vpa_range,
+            tuple((e.element, e.oxidation, tuple(e.letters), tuple(e.multiplicities)) for e in plan.elements))
+
+
+@lru_cache(maxsize=4096)
+def _plan_parts(key: tuple) -> tuple[dict[str, Any], tuple[tuple[str, str], ...], str]:
+    """Everything the trace derives from the plan alone: (plan dict, numbered steps,
+    reduced formula). Cached: the same plan comes up again and again in a batch, and
+    pymatgen's Composition arithmetic costs more than the rest of the trace."""
+    system, sg, z, vpa_range, elements = key
+    plan = Plan(system, sg, z, [PlanElement(e, q, list(ls), list(ms)) for e, q, ls, ms in elements],
+                vpa_range=vpa_range)
     comp = planned_formula(plan)
     lo, hi = planned_density(plan)
-    return {
+    p = {
         "crystal_system": plan.crystal_system,
         "spacegroup": plan.spacegroup,
         "spacegroup_symbol": spacegroup_symbol(plan.spacegroup),
@@ -65,16 +83,46 @@ def plan_as_dict(plan: Plan) -> dict[str, Any]:
         "volume_per_atom": list(plan.vpa_range),
         "density": [lo, hi],
     }
+    charge = sum(p["oxidation_states"][el] * n for el, n in comp.get_el_amt_dict().items())
+    ox = ", ".join(f"{el} {q:+d}" for el, q in p["oxidation_states"].items())
+    sites = ", ".join(f"{s['element']} on {s['wyckoff']}" for s in p["sites"])
+    steps = (
+        ("Composition", f"{comp.reduced_formula}: elements {', '.join(str(e) for e in comp.elements)}; "
+                        f"mean electronegativity {_mean_en(comp):.2f}"),
+        ("Oxidation states", f"{ox} (net charge per cell {charge:+g}"
+                             f"{', neutral' if charge == 0 else ''})"),
+        ("Crystal system and space group", f"{p['crystal_system']}, {p['spacegroup_symbol']} (No. {p['spacegroup']})"),
+        ("Formula units", f"Z = {p['Z']}: {p['formula']}, {p['num_atoms']} atoms in the conventional cell"),
+        ("Wyckoff site plan", sites),
+        ("Expected density", f"{p['volume_per_atom'][0]:.1f}-{p['volume_per_atom'][1]:.1f} A^3/atom, "
+                             f"i.e. {lo:.2f}-{hi:.2f} g/cm^3"),
+    )
+    return p, steps, comp.reduced_formula
+
+
+@lru_cache(maxsize=None)
+def _atomic_mass(symbol: str) -> float:
+    return float(Element(symbol).atomic_mass)
+
+
+@lru_cache(maxsize=65536)
+def _reduced_formula(formula: str) -> str:
+    return Composition(formula).reduced_formula
+
+
+def structure_density(structure: Structure) -> float:
+    """Density in g/cm^3 (the same number as ``structure.density``, without pymatgen's unit objects)."""
+    mass = sum(_atomic_mass(site.specie.symbol) for site in structure)
+    return mass * _AMU_PER_A3_TO_G_PER_CM3 / structure.volume
 
 
 def consistency(plan: dict[str, Any], structure: Structure, found_spacegroup: int | None) -> dict[str, bool]:
     """Does the structure agree with its own plan? (space group, composition, density)"""
-    density = float(structure.density)
+    density = structure_density(structure)
     lo, hi = plan["density"]
     return {
         "spacegroup": found_spacegroup == plan["spacegroup"],
-        "composition": structure.composition.reduced_composition
-        == Composition(plan["formula"]).reduced_composition,
+        "composition": _reduced_formula(structure.formula) == _reduced_formula(plan["formula"]),
         "density": lo <= density <= hi,
     }
 
@@ -91,29 +139,14 @@ def _found_spacegroup(structure: Structure, report: dict[str, Any] | None) -> in
 
 def build_trace(plan: Plan, structure: Structure, report: dict[str, Any] | None = None) -> dict[str, Any]:
     """The structured trace of one generated crystal (JSON-serialisable)."""
-    p = plan_as_dict(plan)
-    comp = Composition(p["formula"])
-    charge = sum(p["oxidation_states"][el] * n for el, n in comp.get_el_amt_dict().items())
-    ox = ", ".join(f"{el} {q:+d}" for el, q in p["oxidation_states"].items())
-    sites = ", ".join(f"{s['element']} on {s['wyckoff']}" for s in p["sites"])
-    lo, hi = p["density"]
-    steps = [
-        ("Composition", f"{comp.reduced_formula}: elements {', '.join(str(e) for e in comp.elements)}; "
-                        f"mean electronegativity {_mean_en(comp):.2f}"),
-        ("Oxidation states", f"{ox} (net charge per cell {charge:+g}"
-                             f"{', neutral' if charge == 0 else ''})"),
-        ("Crystal system and space group", f"{p['crystal_system']}, {p['spacegroup_symbol']} (No. {p['spacegroup']})"),
-        ("Formula units", f"Z = {p['Z']}: {p['formula']}, {p['num_atoms']} atoms in the conventional cell"),
-        ("Wyckoff site plan", sites),
-        ("Expected density", f"{p['volume_per_atom'][0]:.1f}-{p['volume_per_atom'][1]:.1f} A^3/atom, "
-                             f"i.e. {lo:.2f}-{hi:.2f} g/cm^3"),
-    ]
+    p, steps, _ = _plan_parts(_plan_key(plan))
+    p = copy.deepcopy(p)
     found = _found_spacegroup(structure, report)
     cons = consistency(p, structure, found)
     verdict = {
         "found_spacegroup": found,
-        "density": float(structure.density),
-        "formula": structure.composition.formula.replace(" ", ""),
+        "density": structure_density(structure),
+        "formula": structure.formula.replace(" ", ""),
         "valid": None if report is None else bool(report.get("pass")),
         "failed_checks": []
         if report is None

@@ -35,6 +35,27 @@ def test_prefill_then_single_steps_equal_a_full_forward(overrides):
     assert cache.length == 30 and cache.next_position.tolist() == [30, 30]
 
 
+@pytest.mark.parametrize("overrides", VARIANTS[:2])
+def test_cache_growth_and_row_selection_keep_decoding_exact(overrides):
+    """A cache that starts too small grows; dropping rows mid-way leaves the rest unchanged."""
+    bb = _backbone(**overrides)
+    x = torch.randn(3, 24, bb.config.hidden_size)
+    with torch.no_grad():
+        full = bb(x).hidden_states
+        cache = bb.new_cache(3, 12, x.device, x.dtype)
+        parts = [bb(x[:, :10], cache=cache).hidden_states[[0, 2]]]
+        rows = torch.arange(3)
+        for i in range(10, 24):
+            if i == 15:  # row 1 finished: keep rows 0 and 2
+                rows = torch.tensor([0, 2])
+                cache.select(rows)
+            cache.reserve(cache.length + 1)
+            parts.append(bb(x[rows, i:i + 1], cache=cache).hidden_states[-2:] if i >= 15
+                         else bb(x[:, i:i + 1], cache=cache).hidden_states[[0, 2]])
+    assert cache.max_len >= 24 and cache.batch_size == 2
+    torch.testing.assert_close(torch.cat(parts, 1), full[[0, 2]], atol=1e-5, rtol=1e-4)
+
+
 def test_left_padding_does_not_change_real_positions():
     bb = _backbone()
     h = bb.config.hidden_size
