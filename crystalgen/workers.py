@@ -10,10 +10,10 @@ A shard is a fixed slice of the job list with its own random seed, derived from 
 caller's seed, the round and the shard's index, never from the number of workers: the
 same seed gives the same crystals with 0, 1 or 16 workers (tested).
 
-Workers are forked where the platform allows it (Linux): they inherit the model and
-the imported libraries, start in milliseconds, and a user's script needs no
-``if __name__ == "__main__"`` guard. Elsewhere they are spawned and load the model from
-its directory.
+On a CPU under Linux workers are forked: they inherit the model and the imported
+libraries, start in milliseconds, and a user's script needs no
+``if __name__ == "__main__"`` guard. Elsewhere, and for a model on a GPU, they are
+spawned and load the model from its directory.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import multiprocessing as mp
 import os
 import queue as queue_lib
 import sys
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -89,12 +90,12 @@ def run_shard(model, requests, spec: ShardSpec, on_done: Callable[[int], None] |
 _WORKER: dict = {}
 
 
-def _init_worker(source, progress) -> None:
+def _init_worker(source, device: str, progress) -> None:
     torch.set_num_threads(1)  # one process per core; the DataLoader rule for forked workers
     if source is not None:  # spawned: load the model; forked workers inherited it
         from crystalgen.model import CrystalModel
 
-        _WORKER["model"] = CrystalModel.from_pretrained(source)
+        _WORKER["model"] = CrystalModel.from_pretrained(source, device=device)
     _WORKER["progress"] = progress
 
 
@@ -104,7 +105,8 @@ def _run_in_worker(requests, spec: ShardSpec) -> list:
 
 
 def default_workers(device: torch.device) -> int:
-    """One worker per core on a CPU; none (everything in this process) on a GPU."""
+    """One worker per core on a CPU; none (everything in this process) on a GPU, where
+    ``workers=N`` runs N processes that share the GPU (spawned, each its own context)."""
     if device.type != "cpu":
         return 0
     try:
@@ -117,17 +119,21 @@ class ShardPool:
     """A pool of sampling processes for one model, kept between calls (closed by ``close``)."""
 
     def __init__(self, model, workers: int, model_dir: str | None = None) -> None:
-        fork = sys.platform.startswith("linux")
+        device = model.device
+        # CUDA cannot be used in a forked child of a process that initialised it
+        fork = sys.platform.startswith("linux") and device.type == "cpu"
         if not fork and model_dir is None:
-            raise ValueError("worker processes on this platform load the model from its directory; "
+            raise ValueError("spawned worker processes load the model from its directory; "
                              "use workers=0 for a model that was not loaded from one")
         ctx = mp.get_context("fork" if fork else "spawn")
         self.progress = ctx.Queue()
         if fork:
             _WORKER["model"] = model  # inherited by the forked workers
         self.executor = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                            initargs=(None if fork else model_dir, self.progress))
-        self.executor.submit(int).result()  # start the workers now, while this model is the one to inherit
+                                            initargs=(None if fork else model_dir, str(device), self.progress))
+        # start every worker now (forked: while this model is the one to inherit; spawned:
+        # so that their start-up is not paid inside the first request)
+        wait([self.executor.submit(time.sleep, 0.05) for _ in range(workers)])
         self.workers = workers
 
     def run(self, requests, specs: list[ShardSpec], on_done: Callable[[int], None] | None = None) -> list[list]:

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Sampling throughput on a lent GPU box (run from the repo root, results into $1):
+#     bash benchmarks/device_sample.sh RESULTS_DIR
+# The box has torch but no pymatgen/spglib/SMACT: their cp312 wheels travel in .whl/
+# (git-ignored; fetched with `pip download --no-deps`, list in docs/sampling.md) and are
+# installed into /tmp/site; the package is staged on PYTHONPATH like check_train_cuda.sh.
+set -uo pipefail
+RES=$(realpath "${1:-results}")
+mkdir -p "$RES"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+STAGE=$(mktemp -d)
+mkdir -p "$STAGE/crystalgen"
+cp -r crystalgen/. "$STAGE/crystalgen/"
+for d in backbone heads validators data; do cp -r "$d" "$STAGE/crystalgen/$d"; done
+export PYTHONPATH=$STAGE:/tmp/site PYTHONUNBUFFERED=1
+nvidia-smi -L
+python3 -c "import torch, crystalgen.api, crystalgen.validators; print('torch', torch.__version__, torch.cuda.get_device_name(0))" || exit 1
+B="python3 benchmarks/bench_sample.py"
+$B --device cuda --workers 0 --n 4096 --batch-size 1024 --json "$RES/gpu_workers0.json" 2>&1 | grep -v Warning
+$B --device cuda --workers 8 --n 8192 --batch-size 512 --json "$RES/gpu_workers8.json" 2>&1 | grep -v Warning
+$B --device cpu --workers 16 --n 8192 --batch-size 256 --json "$RES/cpu16_workers16.json" 2>&1 | grep -v Warning
