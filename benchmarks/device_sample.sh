@@ -18,6 +18,7 @@ cd /tmp  # python3 -c puts the cwd first on sys.path: keep the repo's unstaged c
 nvidia-smi -L
 python3 -c "import torch, crystalgen.api, crystalgen.validators; print('torch', torch.__version__, torch.cuda.get_device_name(0))" || exit 1
 B="python3 $REPO/benchmarks/bench_sample.py"
-$B --device cuda --workers 0 --n 4096 --batch-size 1024 --json "$RES/gpu_workers0.json" 2>&1 | grep -v Warning
-$B --device cuda --workers 8 --n 8192 --batch-size 512 --json "$RES/gpu_workers8.json" 2>&1 | grep -v Warning
-$B --device cpu --workers 16 --n 8192 --batch-size 256 --json "$RES/cpu16_workers16.json" 2>&1 | grep -v Warning
+F="--n 8192 --formulas ${FORMULAS:-NaCl SrTiO3 Li2MnO3 LiFePO4}"
+$B --device cuda --workers 8 $F --batch-size 512 --json "$RES/gpu_workers8.json" 2>&1 | grep -v -E "Warning|DLASCL|np.dot"
+$B --device cpu --workers 16 $F --batch-size 256 --json "$RES/cpu16_workers16.json" 2>&1 | grep -v -E "Warning|DLASCL|np.dot"
+[ -n "${SKIP_W0:-}" ] || $B --device cuda --workers 0 --n 2048 --batch-size 1024 --json "$RES/gpu_workers0.json" 2>&1 | grep -v -E "Warning|DLASCL|np.dot"

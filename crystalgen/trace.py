@@ -110,10 +110,14 @@ def _reduced_formula(formula: str) -> str:
     return Composition(formula).reduced_formula
 
 
-def structure_density(structure: Structure) -> float:
-    """Density in g/cm^3 (the same number as ``structure.density``, without pymatgen's unit objects)."""
+def structure_density(structure: Structure) -> float | None:
+    """Density in g/cm^3 (the same number as ``structure.density``, without pymatgen's unit
+    objects); None for a degenerate cell (zero volume), which the lattice check fails."""
+    volume = structure.volume
+    if not volume > 1e-6:
+        return None
     mass = sum(_atomic_mass(site.specie.symbol) for site in structure)
-    return mass * _AMU_PER_A3_TO_G_PER_CM3 / structure.volume
+    return mass * _AMU_PER_A3_TO_G_PER_CM3 / volume
 
 
 def consistency(plan: dict[str, Any], structure: Structure, found_spacegroup: int | None) -> dict[str, bool]:
@@ -123,7 +127,7 @@ def consistency(plan: dict[str, Any], structure: Structure, found_spacegroup: in
     return {
         "spacegroup": found_spacegroup == plan["spacegroup"],
         "composition": _reduced_formula(structure.formula) == _reduced_formula(plan["formula"]),
-        "density": lo <= density <= hi,
+        "density": density is not None and lo <= density <= hi,
     }
 
 
@@ -181,7 +185,8 @@ def render_trace(trace: dict[str, Any]) -> str:
     lines.append(
         f"{n}. Plan vs result: space group {found_txt} "
         f"{'matches' if c['spacegroup'] else 'differs from'} the plan; composition {v['formula']} "
-        f"{'matches' if c['composition'] else 'differs'}; density {v['density']:.2f} g/cm^3 "
+        f"{'matches' if c['composition'] else 'differs'}; density "
+        f"{'undefined (zero volume)' if v['density'] is None else format(v['density'], '.2f') + ' g/cm^3'} "
         f"{'inside' if c['density'] else 'outside'} the planned {p['density'][0]:.2f}-{p['density'][1]:.2f}"
     )
     return "\n".join(lines)
