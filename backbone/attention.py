@@ -76,8 +76,28 @@ class GatedAttention(nn.Module):
         if key_mask is None and (offset == 0 or t == 1):
             # no padding: causal from the start, or one new query that sees every cached key
             out = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1, **gqa)
+        elif t == 1 and not x.is_cuda:
+            out = _decode_attention(q, k, v, key_mask)
         else:
             mask = attention_mask_4d(key_mask, t, k.shape[2], offset, x.device)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, **gqa)
         out = out.transpose(1, 2).reshape(b, t, -1) * torch.sigmoid(gate)
         return self.o_proj(out)
+
+
+def _decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+    """One query per row over a padded cache, as two batched matrix products.
+
+    On a CPU this beats ``scaled_dot_product_attention`` with a mask by ~20% at decoding
+    shapes (measured: benchmarks/bench_sample.py), and decoding reads the whole cache
+    every step. Query heads are grouped by KV head (the GQA layout), so nothing is copied.
+    """
+    b, h, _, d = q.shape
+    hkv, length = k.shape[1], k.shape[2]
+    rep = h // hkv
+    bias = torch.zeros(key_mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~key_mask, float("-inf"))
+    bias = bias[:, None, None, :].expand(b, hkv, rep, length).reshape(b * hkv, rep, length)
+    scores = torch.baddbmm(bias, q.reshape(b * hkv, rep, d), k.reshape(b * hkv, length, d).transpose(1, 2),
+                           alpha=d ** -0.5)
+    out = torch.bmm(torch.softmax(scores, dim=-1), v.reshape(b * hkv, length, d))
+    return out.view(b, h, 1, d)

@@ -219,10 +219,7 @@ def generate_stream(
             yield from finished
             finished.clear()
             if new:
-                tokens, mask = _left_pad([prefixes[i] for i in new])
-                part = model.new_cache(len(new), tokens.shape[1] + 64)
-                h = model.step(tokens.to(device), torch.zeros(tokens.shape, device=device),
-                               torch.zeros_like(tokens).to(device), part, attention_mask=mask.to(device))
+                part, h = _prefill(model, [prefixes[i] for i in new])
                 if cache is None:
                     cache, hidden, slots = part, h, [admitted.pop(i) for i in new]
                 else:
@@ -275,6 +272,42 @@ def generate_stream(
         )
 
 
+def _prefill(model, prefixes: list[np.ndarray]):
+    """A fresh cache holding these prefixes, and each one's last hidden state. Identical
+    prefixes (every row of a ``sample`` call) are computed once and copied."""
+    device = model.device
+    keys = [np.asarray(p, np.int64).tobytes() for p in prefixes]
+    unique = list(dict.fromkeys(keys))
+    where = {k: u for u, k in enumerate(unique)}
+    tokens, mask = _left_pad([np.frombuffer(k, np.int64).copy() for k in unique])
+    cache = model.new_cache(len(unique), tokens.shape[1] + 64)
+    hidden = model.step(tokens.to(device), torch.zeros(tokens.shape, device=device),
+                        torch.zeros_like(tokens).to(device), cache, attention_mask=mask.to(device))
+    if len(unique) < len(prefixes):
+        rows = torch.as_tensor([where[k] for k in keys], device=device)
+        cache.select(rows)
+        hidden = hidden[rows]
+    return cache, hidden
+
+
+_ONLY_TOKEN: dict[int, tuple[np.ndarray, int | None]] = {}
+
+
+def _only_token(mask: np.ndarray) -> int | None:
+    """The one legal token of a mask, None if several, -1 if none. The grammar's masks are
+    shared read-only arrays, so the answer is remembered per array."""
+    hit = _ONLY_TOKEN.get(id(mask))
+    if hit is not None and hit[0] is mask:
+        return hit[1]
+    ids = np.flatnonzero(mask)
+    answer = -1 if len(ids) == 0 else int(ids[0]) if len(ids) == 1 else None
+    if not mask.flags.writeable:  # a cached grammar mask: lives as long as the entry keeps it
+        if len(_ONLY_TOKEN) > 100_000:
+            _ONLY_TOKEN.clear()
+        _ONLY_TOKEN[id(mask)] = (mask, answer)
+    return answer
+
+
 def _step_rows(model, rows: list[_Row], live: list[int], hidden: torch.Tensor, temperature: float,
                generator: torch.Generator | None) -> None:
     """Choose every live row's next position (``row.pending = (token, value, kind)``).
@@ -297,11 +330,12 @@ def _step_rows(model, rows: list[_Row], live: list[int], hidden: torch.Tensor, t
                 row.pending = (allowed.token, float(allowed.derived_value), allowed.kind)
             continue
         m = row.token_mask(allowed)
-        if not m.any():
+        forced = _only_token(m)
+        if forced == -1:
             row.failed = True
             continue
-        if m.sum() == 1:  # forced token: probability 1, no model call needed
-            row.pending = (int(np.flatnonzero(m)[0]), 0.0, 0)
+        if forced is not None:  # forced token: probability 1, no model call needed
+            row.pending = (forced, 0.0, 0)
         else:
             token_slots.append(j)
             token_masks.append(m)

@@ -69,8 +69,12 @@ def _cached_mask(ids: tuple[int, ...]) -> np.ndarray:
 
 
 @lru_cache(maxsize=4096)
-def _csp_options(counts: tuple[int, ...], fu: int | None, max_atoms: int) -> dict[int, tuple[int, ...]]:
-    """Space group -> legal Z values for a reduced composition (and optional primitive fu)."""
+def _csp_options(counts: tuple[int, ...], fu: int | None, max_atoms: int,
+                 given_sg: int | None = None) -> dict[int, tuple[int, ...]]:
+    """Space group -> legal Z values for a reduced composition (and optional primitive fu).
+    Cached, so every row of a request shares one (read-only) dict."""
+    if given_sg:
+        return {s: zs for s, zs in _csp_options(counts, fu, max_atoms).items() if s == given_sg}
     n_formula = sum(counts)
     options = {}
     for sg in range(1, 231):
@@ -83,6 +87,14 @@ def _csp_options(counts: tuple[int, ...], fu: int | None, max_atoms: int) -> dic
         if ok:
             options[sg] = ok
     return options
+
+
+@lru_cache(maxsize=256)
+def _gen_options(max_atoms: int, given_sg: int | None) -> dict[int, tuple[int, ...]]:
+    """De novo: space group -> legal Z values (shared by every row, like `_csp_options`)."""
+    sgs = [given_sg] if given_sg else range(1, 231)
+    options = {s: _gen_z_options(s, max_atoms) for s in sgs}
+    return {s: zs for s, zs in options.items() if zs}
 
 
 @lru_cache(maxsize=None)
@@ -129,9 +141,7 @@ class Grammar:
         self._chosen_system = ""
         if self.comp is not None:
             counts = tuple(n for _, n in self.comp)
-            self.options = _csp_options(counts, self.fu, max_atoms)
-            if self.given_sg:
-                self.options = {s: zs for s, zs in self.options.items() if s == self.given_sg}
+            self.options = _csp_options(counts, self.fu, max_atoms, self.given_sg)
             if not self.options:
                 formula = "".join(f"{e}{n}" for e, n in self.comp)
                 where = f" in space group {self.given_sg}" if self.given_sg else ""
@@ -141,9 +151,7 @@ class Grammar:
                     f"{max_atoms} atoms per conventional cell (Z <= {V.MAX_Z})"
                 )
         else:
-            sgs = [self.given_sg] if self.given_sg else range(1, 231)
-            self.options = {s: _gen_z_options(s, max_atoms) for s in sgs}
-            self.options = {s: zs for s, zs in self.options.items() if zs}
+            self.options = _gen_options(max_atoms, self.given_sg)
             if not self.options:
                 raise NoLegalCompletion(f"space group {self.given_sg} cannot hold a crystal within {max_atoms} atoms")
 
@@ -202,7 +210,13 @@ class Grammar:
     def _compute(self) -> np.ndarray | ValueSlot:
         ph = self.phase
         if ph == CS:
-            return _cached_mask(tuple(sorted({V.CS0 + SYSTEMS.index(SPACE_GROUPS[s].system) for s in self.options})))
+            hit = _CS_CACHE.get(id(self.options))
+            if hit is None or hit[0] is not self.options:  # options dicts are shared (lru_cache)
+                ids = tuple(sorted({V.CS0 + SYSTEMS.index(SPACE_GROUPS[s].system) for s in self.options}))
+                if len(_CS_CACHE) > 10_000:
+                    _CS_CACHE.clear()
+                hit = _CS_CACHE[id(self.options)] = (self.options, _cached_mask(ids))
+            return hit[1]
         if ph == SG:
             return _cached_mask(tuple(V.SG0 + s - 1 for s in self.options if SPACE_GROUPS[s].system == self._system))
         if ph == ZED:
@@ -371,3 +385,4 @@ class Grammar:
             self.phase = DONE
 
 _WY_CACHE: dict = {}
+_CS_CACHE: dict[int, tuple[dict, np.ndarray]] = {}  # id(options) -> (options, crystal-system mask)
