@@ -169,7 +169,7 @@ def generate_stream(
     generator: torch.Generator | None = None,
     max_atoms: int = DEFAULT_MAX_ATOMS,
     max_new: int = 512,
-    batch_size: int = 256,
+    batch_size: int = 512,
 ) -> Iterator[tuple[int, SampledSequence | None]]:
     """Continuous batching: yields ``(index of the prefix, sequence or None)`` as
     sequences finish, keeping up to ``batch_size`` of them running.
