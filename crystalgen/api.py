@@ -343,9 +343,6 @@ class CrystalGenerator:
             parts = [run_shard(self.model, requests, spec, on_done) for spec in specs]
         return [res for part in parts for res in part]
 
-    def _to_result(self, seq, request: GenerationRequest, validate: bool, temperature: float, seed) -> GenerationResult | None:
-        return sequence_to_result(seq, request, validate, temperature, seed)
-
 
 def _base_seed(seed: int | None) -> int:
     return int(seed) if seed is not None else int(torch.seed() % 2**63)
