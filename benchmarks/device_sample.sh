@@ -2,8 +2,11 @@
 # Sampling throughput on a lent GPU box (run from the repo root, results into $1):
 #     bash benchmarks/device_sample.sh RESULTS_DIR
 # The box has torch but no pymatgen/spglib/SMACT: their cp312 wheels travel in .whl/
-# (git-ignored; fetched with `pip download --no-deps`, list in docs/sampling.md) and are
-# installed into /tmp/site; the package is staged on PYTHONPATH like check_train_cuda.sh.
+# (git-ignored), fetched here with `pip download --no-deps --only-binary=:all: --python-version 3.12
+# --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl` of
+# pymatgen pymatgen-core spglib smact monty ruamel.yaml orjson ase dill uncertainties palettable
+# bibtexparser pathos multiprocess ppft pox (13 MB), and installed into /tmp/site; the package is
+# staged on PYTHONPATH like check_train_cuda.sh. Run with carry [".whl"].
 set -uo pipefail
 RES=$(realpath "${1:-results}")
 mkdir -p "$RES"
