@@ -268,12 +268,13 @@ class CrystalGenerator:
                 requests.append(None)
         base = _base_seed(seed)
         results: list[list[GenerationResult]] = [[] for _ in compositions]
-        bar = tqdm(total=n * sum(r is not None for r in requests), desc="predicting", unit="crystal",
-                   disable=not progress)
+        bar = tqdm(total=0, desc="predicting", unit="seq", disable=not progress)  # sequences tried
         for round_ in range(max_rounds):
             jobs = [i for i, r in enumerate(requests) if r is not None for _ in range(n - len(results[i]))]
             if not jobs:
                 break
+            bar.total += len(jobs)
+            bar.refresh()
             jobs.sort(key=lambda i: len(requests[i].prefix))  # similar lengths: little padding
             for i, res in zip(jobs, self._run_jobs(requests, jobs, base, round_, temperature, batch_size,
                                                    validate, seed, bar.update)):

@@ -41,16 +41,16 @@ def cif_string(result: GenerationResult, symprec: float = 0.01) -> str:
     Generated cells are symmetric by construction, so a tight tolerance keeps the
     written structure identical to the generated one.
     """
+    return _symmetrised_cif(result.structure, symprec)
+
+
+def _symmetrised_cif(structure, symprec: float = 0.01) -> str:
     from pymatgen.io.cif import CifWriter
 
     try:
-        return str(CifWriter(result.structure, symprec=symprec))
+        return str(CifWriter(structure, symprec=symprec))
     except Exception:  # spglib could not symmetrise this cell: write it as P1
-        return str(CifWriter(result.structure))
-
-
-def _cif_of(structure) -> str:
-    return cif_string(GenerationResult(structure=structure))
+        return str(CifWriter(structure))
 
 
 def cif_strings(results: Sequence[GenerationResult]) -> list[str]:
@@ -63,7 +63,7 @@ def cif_strings(results: Sequence[GenerationResult]) -> list[str]:
     if len(results) < 64 or workers < 2 or not sys.platform.startswith("linux"):
         return [cif_string(r) for r in results]
     with mp.get_context("fork").Pool(workers) as pool:
-        return pool.map(_cif_of, [r.structure for r in results], chunksize=32)
+        return pool.map(_symmetrised_cif, [r.structure for r in results], chunksize=32)
 
 
 def _names(results: Sequence[GenerationResult]) -> list[str]:

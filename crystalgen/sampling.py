@@ -186,9 +186,12 @@ def generate_stream(
     hidden = cache = None
     refill_min = max(1, batch_size // 16)
 
-    def admit(count: int) -> list[int]:
-        """Up to ``count`` next prefixes that have a legal completion (others finish now)."""
-        taken: list[int] = []
+    finished: list[tuple[int, SampledSequence | None]] = []
+
+    def admit(count: int) -> list[_Row]:
+        """Rows for up to ``count`` next prefixes that have a legal completion (the others
+        finish at once, as None)."""
+        rows: list[_Row] = []
         for i in waiting:
             try:
                 row = _Row(Grammar.start(prefixes[i], max_atoms=max_atoms), rules[i])
@@ -197,37 +200,32 @@ def generate_stream(
                 finished.append((i, None))
                 continue
             row.index, row.prefix_len = i, len(prefixes[i])
-            admitted[i] = row
-            taken.append(i)
-            if len(taken) == count:
+            rows.append(row)
+            if len(rows) == count:
                 break
-        return taken
+        return rows
 
-    finished: list[tuple[int, SampledSequence | None]] = []
-    admitted: dict[int, _Row] = {}
     while True:
         # retire finished rows, refill their slots with waiting prefixes
         for j, row in enumerate(slots):
             if row is not None and not row.live:
                 finished.append((row.index, row.result(prefixes[row.index])))
                 slots[j] = None
-        yield from finished
-        finished.clear()
         free = [j for j, row in enumerate(slots) if row is None]
         if cache is None or (free and (len(free) >= refill_min or len(free) == len(slots))):
             new = admit(batch_size if cache is None else len(free))
-            yield from finished
-            finished.clear()
             if new:
-                part, h = _prefill(model, [prefixes[i] for i in new])
+                part, h = _prefill(model, [prefixes[row.index] for row in new])
                 if cache is None:
-                    cache, hidden, slots = part, h, [admitted.pop(i) for i in new]
+                    cache, hidden, slots = part, h, new
                 else:
                     where = free[: len(new)]
                     cache.insert(torch.as_tensor(where, device=device), part)
                     hidden[torch.as_tensor(where, device=device)] = h
-                    for j, i in zip(where, new):
-                        slots[j] = admitted.pop(i)
+                    for j, row in zip(where, new):
+                        slots[j] = row
+        yield from finished
+        finished.clear()
         live = [j for j, row in enumerate(slots) if row is not None]
         if not live:
             return

@@ -144,9 +144,11 @@ def _found_spacegroup(structure: Structure, report: dict[str, Any] | None) -> in
         sym = report.get("checks", {}).get("symmetry") or {}
         if sym.get("spacegroup") is not None:
             return int(sym["spacegroup"])
-    from crystalgen.validators import check_symmetry
+    # the verdict's space group is the validators' loose-tolerance one; the tight
+    # tolerance only matters to the symmetry check itself
+    from crystalgen.validators.symmetry import SYMPRECS, spacegroup_number
 
-    return check_symmetry(structure).value
+    return spacegroup_number(structure, SYMPRECS[0])
 
 
 def build_trace(plan: Plan, structure: Structure, report: dict[str, Any] | None = None) -> dict[str, Any]:
