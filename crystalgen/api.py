@@ -24,6 +24,7 @@ import torch
 from pymatgen.core import Composition, Element
 
 from crystalgen.representation import vocab as V
+from crystalgen.representation.clearance import MIN_DISTANCE_A
 from crystalgen.representation.grammar import DEFAULT_MAX_ATOMS, Grammar, NoLegalCompletion
 from crystalgen.representation.sequence import Conditioning, DecodeError, decode, decode_plan, encode_prefix
 from crystalgen.representation.tables import element_order_key
@@ -164,14 +165,18 @@ class CrystalGenerator:
         max_atoms: int = DEFAULT_MAX_ATOMS,
         workers: int | None = None,
         model_dir: str | Path | None = None,
+        min_distance: float = MIN_DISTANCE_A,
     ) -> None:
         """``workers``: sampling processes for large requests (None: one per core on a
-        CPU, none on a GPU; 0: everything in this process). Results do not depend on it."""
+        CPU, none on a GPU; 0: everything in this process). Results do not depend on it.
+        ``min_distance``: the distance guard (Å) every call uses unless it gives its own
+        (see :meth:`sample`); 0 turns it off."""
         self.model = model.eval()
         self.device = torch.device(device)
         self.max_atoms = max_atoms
         self.workers = default_workers(self.device) if workers is None else int(workers)
         self.model_dir = str(model_dir) if model_dir is not None else None
+        self.min_distance = float(min_distance)
         self._pool: ShardPool | None = None
 
     def close(self) -> None:
@@ -214,6 +219,7 @@ class CrystalGenerator:
         only_valid: bool = False,
         max_rounds: int = 10,
         progress: bool = False,
+        min_distance: float | None = None,
     ) -> list[GenerationResult]:
         """Generate ``n`` crystals; see :meth:`GenerationRequest.build` for the options.
 
@@ -221,9 +227,14 @@ class CrystalGenerator:
         The same ``seed`` with the same arguments gives the same structures.
         ``only_valid`` keeps sampling (up to ``max_rounds`` x ``n`` attempts) until ``n``
         results pass every validator check; fewer are returned if that budget runs out.
+        ``min_distance`` (Å; None: the generator's): the distance guard, which redraws
+        the last free coordinate of a site whose orbit would come closer than this to an
+        atom already placed (:mod:`crystalgen.representation.clearance`); 0 samples the
+        model unguarded.
         """
         request = GenerationRequest.build(formula, chemsys, elements, spacegroup, num_atoms, max_atoms=self.max_atoms)
-        return self.generate(request, n, temperature, seed, batch_size, validate, only_valid, max_rounds, progress)
+        return self.generate(request, n, temperature, seed, batch_size, validate, only_valid, max_rounds, progress,
+                             min_distance=min_distance)
 
     def predict_structure(
         self,
@@ -234,10 +245,13 @@ class CrystalGenerator:
         batch_size: int = DEFAULT_BATCH_SIZE,
         validate: bool = True,
         progress: bool = False,
+        min_distance: float | None = None,
     ) -> list[GenerationResult]:
-        """Crystal structure prediction: ``n`` candidates with exactly this cell content."""
+        """Crystal structure prediction: ``n`` candidates with exactly this cell content
+        (``min_distance``: as in :meth:`sample`)."""
         request = GenerationRequest.build(composition, exact_cell=True, max_atoms=self.max_atoms)
-        return self.generate(request, n, temperature, seed, batch_size, validate, False, 3, progress)
+        return self.generate(request, n, temperature, seed, batch_size, validate, False, 3, progress,
+                             min_distance=min_distance)
 
     def predict_structures(
         self,
@@ -249,8 +263,10 @@ class CrystalGenerator:
         validate: bool = True,
         max_rounds: int = 3,
         progress: bool = False,
+        min_distance: float | None = None,
     ) -> list[list[GenerationResult]]:
-        """Crystal structure prediction for many compositions at once.
+        """Crystal structure prediction for many compositions at once (``min_distance``:
+        as in :meth:`sample`).
 
         Sequences of different compositions share batches (left-padded prefixes), which
         is what makes evaluating thousands of test crystals fast. Returns ``n``
@@ -277,7 +293,7 @@ class CrystalGenerator:
             bar.refresh()
             jobs.sort(key=lambda i: len(requests[i].prefix))  # similar lengths: little padding
             for i, res in zip(jobs, self._run_jobs(requests, jobs, base, round_, temperature, batch_size,
-                                                   validate, seed, bar.update)):
+                                                   validate, seed, bar.update, min_distance)):
                 if res is not None and len(results[i]) < n:
                     results[i].append(res)
         bar.close()
@@ -294,6 +310,7 @@ class CrystalGenerator:
         only_valid: bool = False,
         max_rounds: int = 10,
         progress: bool = False,
+        min_distance: float | None = None,
     ) -> list[GenerationResult]:
         """Generate for a prepared request (used by the CLI and the pipelines)."""
         from tqdm.auto import tqdm
@@ -315,7 +332,7 @@ class CrystalGenerator:
             bar.refresh()
             kept = []
             for res in self._run_jobs([request], [0] * size, base, round_, temperature, batch_size, validate, seed,
-                                      bar.update):
+                                      bar.update, min_distance):
                 if res is None or (only_valid and not res.valid):
                     continue
                 if request.num_atoms and not request.formula:
@@ -330,11 +347,13 @@ class CrystalGenerator:
         return results
 
     def _run_jobs(self, requests, jobs: list[int], base: int, round_: int, temperature: float, batch_size: int,
-                  validate: bool, user_seed, on_done=None) -> list[GenerationResult | None]:
+                  validate: bool, user_seed, on_done=None,
+                  min_distance: float | None = None) -> list[GenerationResult | None]:
         """Generate and finish one result (or None) per job (an index into ``requests``),
         shard by shard: in worker processes when there is more than one shard."""
+        min_distance = self.min_distance if min_distance is None else float(min_distance)
         specs = [ShardSpec(chunk, shard_seed(base, round_, k), temperature, batch_size, self.max_atoms, validate,
-                           user_seed)
+                           user_seed, min_distance)
                  for k, chunk in enumerate(split_jobs(jobs, batch_size))]
         if len(specs) > 1 and self.workers > 1:
             if self._pool is None:
@@ -350,7 +369,7 @@ def _base_seed(seed: int | None) -> int:
 
 
 def sequence_to_result(seq, request: GenerationRequest, validate: bool, temperature: float,
-                       seed) -> GenerationResult | None:
+                       seed, min_distance: float | None = None) -> GenerationResult | None:
     """Decode a sampled sequence into a result: structure, validators' report, trace."""
     if seq is None:
         return None
@@ -377,6 +396,7 @@ def sequence_to_result(seq, request: GenerationRequest, validate: bool, temperat
             "spacegroup": request.spacegroup,
             "temperature": temperature,
             "seed": seed,
+            "min_distance": min_distance,
             "planned_spacegroup": plan.spacegroup,
         },
     )

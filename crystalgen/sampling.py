@@ -9,7 +9,10 @@ says what may come next:
   letters of the space group, multiplicities that still sum to the composition, ...)
   and, during the plan, to the elements the user allowed;
 - a free value position: a draw from the value head of that kind (lattice length,
-  angle, fractional coordinate), or its mode when ``temperature == 0``;
+  angle, fractional coordinate), or its mode when ``temperature == 0``; with
+  ``min_distance`` > 0, the last free coordinate of a site is drawn several times and the
+  first draw whose orbit keeps that distance from the atoms already placed is kept
+  (:mod:`~crystalgen.representation.clearance`);
 - a derived value position: the value the crystal system or Wyckoff position fixes.
 
 Numpy and torch only (no pymatgen), so this also runs inside training on a GPU box.
@@ -26,7 +29,9 @@ import torch
 
 from crystalgen.heads import masked_logits
 from crystalgen.representation import vocab as V
+from crystalgen.representation.clearance import CANDIDATES, Clearance, guarded_coordinate
 from crystalgen.representation.grammar import DEFAULT_MAX_ATOMS, Grammar, NoLegalCompletion, ValueSlot
+from crystalgen.representation.sequence import VK_COORD
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +76,9 @@ class _Row:
     """Decoding state of one sequence of the batch."""
 
     __slots__ = ("grammar", "rule", "mask", "in_plan", "elements_seen", "tokens", "values", "ll", "failed",
-                 "pending", "index", "prefix_len")
+                 "pending", "index", "prefix_len", "clearance")
 
-    def __init__(self, grammar: Grammar | None, rule: ElementRule | None) -> None:
+    def __init__(self, grammar: Grammar | None, rule: ElementRule | None, guard: bool = False) -> None:
         self.grammar = grammar
         self.rule = rule
         self.mask = rule.element_mask() if rule is not None and rule.allowed is not None else None
@@ -86,6 +91,7 @@ class _Row:
         self.pending: tuple[int, float, int] | None = None  # (token, value, kind) chosen this step
         self.index = 0  # which prefix this row completes
         self.prefix_len = 0
+        self.clearance = Clearance() if guard else None
 
     @property
     def positions(self) -> int:
@@ -147,6 +153,7 @@ def generate_batch(
     generator: torch.Generator | None = None,
     max_atoms: int = DEFAULT_MAX_ATOMS,
     max_new: int = 512,
+    min_distance: float = 0.0,
 ) -> list[SampledSequence | None]:
     """Complete every prefix (each ending in ``<plan>``) to ``<eos>``, all in one batch.
 
@@ -155,7 +162,7 @@ def generate_batch(
     """
     out: list[SampledSequence | None] = [None] * len(prefixes)
     for i, seq in generate_stream(model, prefixes, rules, temperature, generator, max_atoms, max_new,
-                                  batch_size=max(len(prefixes), 1)):
+                                  batch_size=max(len(prefixes), 1), min_distance=min_distance):
         out[i] = seq
     return out
 
@@ -170,6 +177,7 @@ def generate_stream(
     max_atoms: int = DEFAULT_MAX_ATOMS,
     max_new: int = 512,
     batch_size: int = 512,
+    min_distance: float = 0.0,
 ) -> Iterator[tuple[int, SampledSequence | None]]:
     """Continuous batching: yields ``(index of the prefix, sequence or None)`` as
     sequences finish, keeping up to ``batch_size`` of them running.
@@ -178,6 +186,10 @@ def generate_stream(
     then written into the shared cache; its earlier positions are masked), so the batch
     stays full and no step waits for the longest sequence of a batch. Rows, refills and
     random draws follow a fixed order, so the same generator seed gives the same output.
+
+    ``min_distance`` (Å, 0 = off): the distance guard for the last free coordinate of
+    each site (at ``temperature > 0``). The low-level default is off, the model as
+    trained; the API and CLI turn it on (``clearance.MIN_DISTANCE_A``).
     """
     device = model.device
     rules = rules or [None] * len(prefixes)
@@ -185,6 +197,7 @@ def generate_stream(
     slots: list[_Row | None] = []
     hidden = cache = None
     refill_min = max(1, batch_size // 16)
+    guard = min_distance > 0 and temperature > 0
 
     finished: list[tuple[int, SampledSequence | None]] = []
 
@@ -194,7 +207,7 @@ def generate_stream(
         rows: list[_Row] = []
         for i in waiting:
             try:
-                row = _Row(Grammar.start(prefixes[i], max_atoms=max_atoms), rules[i])
+                row = _Row(Grammar.start(prefixes[i], max_atoms=max_atoms), rules[i], guard)
             except NoLegalCompletion as err:
                 log.debug("no legal completion: %s", err)
                 finished.append((i, None))
@@ -238,7 +251,7 @@ def generate_stream(
         span = max(slots[j].positions for j in live)
         if cache.length - span >= TRIM_AT:
             cache.keep_last(span)
-        _step_rows(model, slots, live, hidden, temperature, generator)
+        _step_rows(model, slots, live, hidden, temperature, generator, min_distance)
         n = len(slots)
         new_tok = np.zeros(n, np.int64)
         new_val = np.zeros(n, np.float32)
@@ -307,23 +320,28 @@ def _only_token(mask: np.ndarray) -> int | None:
 
 
 def _step_rows(model, rows: list[_Row], live: list[int], hidden: torch.Tensor, temperature: float,
-               generator: torch.Generator | None) -> None:
+               generator: torch.Generator | None, min_distance: float = 0.0) -> None:
     """Choose every live row's next position (``row.pending = (token, value, kind)``).
 
     Forced tokens and derived values need no model call; the others are drawn from the
-    token head (grammar-masked) or the value head of their kind, one call per kind.
+    token head (grammar-masked) or the value head of their kind, one call per kind
+    (guarded coordinates separately: several draws each).
     """
     device = hidden.device
     token_slots: list[int] = []
     token_masks: list[np.ndarray] = []
     value_slots: dict[int, list[int]] = {}
+    guarded: list[int] = []
     for j in live:
         row = rows[j]
         allowed = row.grammar.next_allowed()
         if isinstance(allowed, ValueSlot):
             if allowed.free:
                 row.pending = (allowed.token, 0.0, allowed.kind)
-                value_slots.setdefault(allowed.kind, []).append(j)
+                if row.clearance is not None and guarded_coordinate(row.grammar):
+                    guarded.append(j)
+                else:
+                    value_slots.setdefault(allowed.kind, []).append(j)
             else:
                 row.pending = (allowed.token, float(allowed.derived_value), allowed.kind)
             continue
@@ -358,3 +376,21 @@ def _step_rows(model, rows: list[_Row], live: list[int], hidden: torch.Tensor, t
         for j, v, l in zip(slots, drawn.float().cpu().numpy().tolist(), lp):
             rows[j].pending = (rows[j].pending[0], v, kind)
             rows[j].ll += l
+    if guarded:
+        _draw_clear(model, rows, guarded, hidden, temperature, generator, min_distance)
+
+
+def _draw_clear(model, rows: list[_Row], slots: list[int], hidden: torch.Tensor, temperature: float,
+                generator: torch.Generator | None, min_distance: float) -> None:
+    """The last free coordinate of a site for these rows: ``CANDIDATES`` draws each, keep
+    the first whose orbit stays ``min_distance`` clear of the placed atoms (else the
+    farthest). The log-likelihood counts the kept value under the untruncated head."""
+    dist = model.value_distribution(hidden[torch.as_tensor(slots, device=hidden.device)], VK_COORD)
+    drawn = dist.sample(temperature, generator, n=CANDIDATES).float()  # (rows, CANDIDATES)
+    values = drawn.cpu().numpy()
+    pick = [rows[j].clearance.first_clear(rows[j].grammar, values[r], min_distance) for r, j in enumerate(slots)]
+    kept = drawn[torch.arange(len(slots)), torch.as_tensor(pick)]
+    lp = dist.log_prob(kept).cpu().numpy().tolist()
+    for j, v, l in zip(slots, kept.cpu().numpy().tolist(), lp):
+        rows[j].pending = (rows[j].pending[0], v, VK_COORD)
+        rows[j].ll += l

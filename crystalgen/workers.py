@@ -49,6 +49,7 @@ class ShardSpec:
     max_atoms: int
     validate: bool
     user_seed: int | None  # recorded in each result's metadata
+    min_distance: float = 0.0  # the distance guard (Å; 0 = off), see crystalgen.sampling
 
 
 def shard_seed(base: int, round_: int, index: int) -> int:
@@ -74,8 +75,8 @@ def run_shard(model, requests, spec: ShardSpec, on_done: Callable[[int], None] |
     out: list = [None] * len(reqs)
     pending = 0
     for i, seq in generate_stream(model, [r.prefix for r in reqs], [r.rule for r in reqs], spec.temperature,
-                                  gen, spec.max_atoms, batch_size=spec.batch_size):
-        out[i] = sequence_to_result(seq, reqs[i], spec.validate, spec.temperature, spec.user_seed)
+                                  gen, spec.max_atoms, batch_size=spec.batch_size, min_distance=spec.min_distance):
+        out[i] = sequence_to_result(seq, reqs[i], spec.validate, spec.temperature, spec.user_seed, spec.min_distance)
         pending += 1
         if on_done is not None and pending == 16:
             on_done(pending)

@@ -38,6 +38,9 @@ class MixtureDistribution:
         raise NotImplementedError
 
     def _gather(self, param: Tensor, index: Tensor) -> Tensor:
+        """``param[..., index]``: index has shape ``(...)``, or ``(..., n)`` for n draws each."""
+        if index.dim() == param.dim():
+            return param.gather(-1, index)
         return param.gather(-1, index.unsqueeze(-1)).squeeze(-1)
 
     # --- mixture ---------------------------------------------------------------------
@@ -49,13 +52,19 @@ class MixtureDistribution:
     def nll(self, x: Tensor) -> Tensor:
         return -self.log_prob(x)
 
-    def sample(self, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-        """A draw from the mixture tempered as p**(1/T); ``temperature=0`` gives :meth:`mode`."""
+    def sample(self, temperature: float = 1.0, generator: torch.Generator | None = None,
+               n: int | None = None) -> Tensor:
+        """A draw from the mixture tempered as p**(1/T), shape ``(...)``; with ``n``, n
+        independent draws each, shape ``(..., n)``. ``temperature=0`` gives :meth:`mode`."""
         if temperature <= 0:
-            return self.mode()
+            mode = self.mode()
+            return mode if n is None else mode.unsqueeze(-1).expand(*mode.shape, n)
         probs = torch.softmax(self.logits / temperature, dim=-1)
         flat = probs.reshape(-1, probs.shape[-1])
-        index = torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
+        if n is None:
+            index = torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
+        else:
+            index = torch.multinomial(flat, n, replacement=True, generator=generator).reshape(*probs.shape[:-1], n)
         return self.component_sample(index, temperature, generator)
 
     def mode(self) -> Tensor:

@@ -199,14 +199,30 @@ def test_cli_bad_input_fails_cleanly(tmp_path, args):
 
 
 def test_shipped_model_makes_valid_crystals(gen):
-    nacl = gen.sample(n=48, formula="NaCl", seed=0)
-    denovo = gen.sample(n=96, seed=0)
+    # the model on its own: no distance guard
+    nacl = gen.sample(n=48, formula="NaCl", seed=0, min_distance=0)
+    denovo = gen.sample(n=96, seed=0, min_distance=0)
     assert len(nacl) == 48 and len(denovo) == 96
     assert np.mean([r.valid for r in nacl]) >= NACL_VALID
     structural = np.mean([r.report["checks"]["distance"]["pass"] and r.report["checks"]["lattice"]["pass"]
                           for r in denovo])
     assert structural >= DENOVO_STRUCTURAL, structural
     assert np.mean([r.valid for r in denovo]) >= DENOVO_VALID
+
+
+def test_distance_guard_keeps_atoms_apart(gen):
+    # Li2MnO3: about a quarter of the unguarded crystals put two atoms within 0.5 Å
+    guarded = gen.sample(n=64, formula="Li2MnO3", seed=0)
+    unguarded = gen.sample(n=64, formula="Li2MnO3", seed=0, min_distance=0)
+
+    def apart(results):
+        return np.mean([r.report["checks"]["distance"]["pass"] for r in results])
+
+    assert apart(guarded) >= 0.9 and apart(guarded) > apart(unguarded), (apart(guarded), apart(unguarded))
+    assert all(r.metadata["min_distance"] == 0.5 for r in guarded)
+    for r in guarded:  # the guard changes coordinates only: the composition and plan still hold
+        assert r.structure.composition.reduced_formula == "Li2MnO3"
+        assert r.report["checks"]["composition"]["pass"] is True
 
 
 def test_shipped_model_follows_its_plan(gen):

@@ -25,6 +25,9 @@ def min_distances(structure: Structure | Cell) -> tuple[float, float]:
     cell = as_cell(structure)
     if len(cell.numbers) < 2:
         return float("inf"), float("inf")
+    if not np.isfinite(cell.matrix).all() or abs(np.linalg.det(cell.matrix)) < 1e-8:
+        # a flat or non-finite cell has no minimum image (and LAPACK would complain)
+        raise ValueError("degenerate lattice: zero or non-finite volume")
     dist = Lattice(cell.matrix).get_all_distances(cell.frac, cell.frac)
     np.fill_diagonal(dist, np.inf)
     radii = covalent_radii[cell.numbers]

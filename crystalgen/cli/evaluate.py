@@ -17,7 +17,8 @@ DNG_COLUMNS = [
 ]
 
 
-def _generators(model: str | None, baseline: str | None, compare: bool, oracle_structures, pyxtal_pool=None):
+def _generators(model: str | None, baseline: str | None, compare: bool, oracle_structures, pyxtal_pool=None,
+                min_distance: float = 0.5):
     """[(name, generator)], the primary first; the model is imported only if used."""
     from crystalgen.evaluation.baseline import PyXtalBaseline
     from crystalgen.evaluation.oracle import OracleGenerator
@@ -28,7 +29,7 @@ def _generators(model: str | None, baseline: str | None, compare: bool, oracle_s
     elif baseline == "oracle":
         primary = OracleGenerator(oracle_structures)
     else:
-        primary = load_model_generator(model)
+        primary = load_model_generator(model, min_distance=min_distance)
     out = [("model" if baseline is None else baseline, primary)]
     if compare and baseline != "pyxtal":
         out.append(("pyxtal", PyXtalBaseline(pyxtal_pool)))
@@ -44,6 +45,8 @@ def _common(f):
         click.option("--compare/--no-compare", default=True, show_default=True,
                      help="Also score the PyXtal baseline in the same run."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed for generation and subsets."),
+        click.option("--min-distance", type=click.FloatRange(0), default=0.5, show_default=True,
+                     help="The model's distance guard (Å), as in `crystalgen sample`; 0 scores the model unguarded."),
         click.option("--workers", type=int, default=2, show_default=True, help="Processes for scoring (and the baseline)."),
         click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write all figures and settings here."),
         click.option("--png", "png_out", type=click.Path(dir_okay=False), default=None, help="Write the PNG summary here."),
@@ -63,7 +66,7 @@ def command() -> None:
 @click.option("--samples", "n_samples", type=int, default=1, show_default=True, help="Candidates per test crystal (K).")
 @click.option("--limit", type=int, default=None, help="Score a seeded random subset of this many test crystals.")
 @_common
-def csp(test_path, n_samples, limit, model, baseline, compare, seed, workers, json_out, png_out) -> None:
+def csp(test_path, n_samples, limit, model, baseline, compare, seed, min_distance, workers, json_out, png_out) -> None:
     """Crystal structure prediction: match rate and RMSE (CDVAE / DiffCSP protocol)."""
     from crystalgen.evaluation.csp import CSPConfig, csp_settings, evaluate_csp
     from crystalgen.evaluation.datasets import load_structures
@@ -73,12 +76,13 @@ def csp(test_path, n_samples, limit, model, baseline, compare, seed, workers, js
     test = load_structures(test_path, limit=limit, seed=seed, workers=workers)
     config = CSPConfig(n_samples=n_samples, seed=seed, workers=workers)
     rows, densities = {}, {}
-    for name, generator in _generators(model, baseline, compare, test.structures):
+    for name, generator in _generators(model, baseline, compare, test.structures, min_distance=min_distance):
         run = evaluate_csp(generator, test.structures, config)
         rows[name] = run.summary
         densities[name] = [c.density for item in run.items for c in item.candidates if c is not None]
     settings = csp_settings(config, test_path, len(test.structures), limit)
     settings["n_unparsable"] = test.n_unparsable
+    settings["min_distance"] = min_distance
     report = build_report(settings, rows, primary=next(iter(rows)))
     click.echo(format_table(rows, CSP_COLUMNS))
     if json_out:
@@ -98,7 +102,8 @@ def csp(test_path, n_samples, limit, model, baseline, compare, seed, workers, js
 @click.option("--test-limit", type=int, default=None, help="Use a seeded random subset of the test crystals.")
 @click.option("--no-coverage", is_flag=True, help="Skip COV-R/COV-P (CrystalNN fingerprints are slow).")
 @_common
-def dng(n, test_path, train_path, test_limit, no_coverage, model, baseline, compare, seed, workers, json_out, png_out) -> None:
+def dng(n, test_path, train_path, test_limit, no_coverage, model, baseline, compare, seed, min_distance, workers,
+        json_out, png_out) -> None:
     """De novo generation: validity, uniqueness, novelty, coverage, Wasserstein distances."""
     from crystalgen.evaluation.datasets import load_structures
     from crystalgen.evaluation.dng import DNGConfig, dng_settings, evaluate_dng, score_reference
@@ -119,7 +124,8 @@ def dng(n, test_path, train_path, test_limit, no_coverage, model, baseline, comp
     pool = [s.composition for s in pool_source.structures] if pool_source else None
 
     rows, densities = {}, {}
-    for name, generator in _generators(model, baseline, compare, test.structures if test else [], pool):
+    for name, generator in _generators(model, baseline, compare, test.structures if test else [], pool,
+                                       min_distance=min_distance):
         run = evaluate_dng(generator, config, reference, train.structures if train else None)
         rows[name] = run.summary
         densities[name] = [s.density for s in run.scores if s is not None and s.valid]
@@ -129,6 +135,7 @@ def dng(n, test_path, train_path, test_limit, no_coverage, model, baseline, comp
         n_test=len(test.structures) if test else None,
         n_train=len(train.structures) if train else None,
         pyxtal_compositions=("training set" if train else "test set") if pool_source else None,
+        min_distance=min_distance,
     )
     report = build_report(settings, rows, primary=next(iter(rows)))
     click.echo(format_table(rows, DNG_COLUMNS))

@@ -52,8 +52,11 @@ def _summary_table(results) -> str:
               help="Output format (default: from the --out suffix; a folder means cif).")
 @click.option("--trace", is_flag=True, help="Print each crystal's reasoning trace.")
 @click.option("--only-valid", is_flag=True, help="Keep sampling until n crystals pass every validator check.")
+@click.option("--min-distance", type=click.FloatRange(0), default=0.5, show_default=True,
+              help="Distance guard (Å): redraw a site's last free coordinate while its atoms would come closer "
+                   "than this to atoms already placed; 0 samples the model unguarded.")
 def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, seed, batch_size, workers, device,
-            model_path, out, fmt, trace, only_valid) -> None:
+            model_path, out, fmt, trace, only_valid, min_distance) -> None:
     """Generate crystal structures and write them to OUT.
 
     \b
@@ -74,7 +77,7 @@ def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, s
     start = time.perf_counter()
     try:
         results = gen.generate(request, n, temperature, seed, batch_size, validate=True, only_valid=only_valid,
-                               progress=sys.stderr.isatty())
+                               progress=sys.stderr.isatty(), min_distance=min_distance)
     finally:
         gen.close()
     elapsed = time.perf_counter() - start

@@ -35,8 +35,10 @@ def generator_name(generator: object) -> str:
     return str(getattr(generator, "name", type(generator).__name__))
 
 
-def load_model_generator(path: str | None = None) -> Generator:
-    """The shipped model (or the checkpoint at `path`), imported only when asked for."""
+def load_model_generator(path: str | None = None, min_distance: float | None = None) -> Generator:
+    """The shipped model (or the checkpoint at `path`), imported only when asked for;
+    ``min_distance``: its distance guard (Å, 0 = off; None: the sampler's default)."""
     from crystalgen.api import CrystalGenerator  # lazy: heavy, and optional for baselines
 
-    return CrystalGenerator.from_pretrained(path)
+    kwargs = {} if min_distance is None else {"min_distance": min_distance}
+    return CrystalGenerator.from_pretrained(path, **kwargs)

@@ -124,7 +124,7 @@ class Grammar:
     __slots__ = (
         "max_atoms", "task", "comp", "fu", "given_sg", "options", "phase", "sg", "z", "plan",
         "cur_left", "cur_total", "min_wp", "avail", "atoms_done", "values", "site", "sites", "_allowed",
-        "_chosen_system",
+        "_chosen_system", "lattice", "placed",
     )
 
     def __init__(self, prefix_tokens, max_atoms: int = DEFAULT_MAX_ATOMS) -> None:
@@ -137,6 +137,10 @@ class Grammar:
         self.values: list[float] = []
         self.site = 0
         self.sites: list[tuple[str, int]] = []
+        # the crystal written so far, for geometry-aware sampling (`clearance`): the six
+        # stored lattice values once complete, and each finished site's three coordinates
+        self.lattice: tuple[float, ...] | None = None
+        self.placed: list[tuple[float, float, float]] = []
         self._allowed = None
         self._chosen_system = ""
         if self.comp is not None:
@@ -192,6 +196,7 @@ class Grammar:
         new.plan = [(e, q, list(ws)) for e, q, ws in self.plan]
         new.values = list(self.values)
         new.sites = list(self.sites)
+        new.placed = list(self.placed)
         return new
 
     @property
@@ -330,9 +335,11 @@ class Grammar:
     def _advance_value(self, value: float) -> None:
         self.values.append(value % 1.0 if self.phase == SITE_V else value)  # as `decode` reads it
         if self.phase == LATV and len(self.values) == 6:
+            self.lattice = tuple(self.values)
             self.values = []
             self.phase = SITE_EL
         elif self.phase == SITE_V and len(self.values) == 3:
+            self.placed.append(tuple(self.values))
             self.values = []
             self.site += 1
             self.phase = SITE_EL if self.site < len(self.sites) else EOS
