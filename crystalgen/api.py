@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from pymatgen.core import Composition, Element
 
+from crystalgen.heads.streams import sequence_keys
 from crystalgen.representation import vocab as V
 from crystalgen.representation.clearance import MIN_DISTANCE_A
 from crystalgen.representation.grammar import DEFAULT_MAX_ATOMS, Grammar, NoLegalCompletion
@@ -31,7 +32,7 @@ from crystalgen.representation.tables import element_order_key
 from crystalgen.results import GenerationResult
 from crystalgen.sampling import ElementRule
 from crystalgen.trace import build_trace
-from crystalgen.workers import ShardPool, ShardSpec, default_workers, run_shard, shard_seed, split_jobs
+from crystalgen.workers import ShardPool, ShardSpec, default_workers, run_shard, split_jobs
 
 log = logging.getLogger(__name__)
 
@@ -352,9 +353,10 @@ class CrystalGenerator:
         """Generate and finish one result (or None) per job (an index into ``requests``),
         shard by shard: in worker processes when there is more than one shard."""
         min_distance = self.min_distance if min_distance is None else float(min_distance)
-        specs = [ShardSpec(chunk, shard_seed(base, round_, k), temperature, batch_size, self.max_atoms, validate,
+        keys = sequence_keys(base, round_, len(jobs))  # job k's random stream, however jobs are split
+        specs = [ShardSpec(tuple(jobs[part]), keys[part], temperature, batch_size, self.max_atoms, validate,
                            user_seed, min_distance)
-                 for k, chunk in enumerate(split_jobs(jobs, batch_size))]
+                 for part in split_jobs(len(jobs), batch_size, self.workers)]
         if len(specs) > 1 and self.workers > 1:
             if self._pool is None:
                 self._pool = ShardPool(self.model, self.workers, self.model_dir)

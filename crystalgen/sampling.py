@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from crystalgen.heads import masked_logits
+from crystalgen.heads.streams import TOKEN, RowStreams, Source, categorical
 from crystalgen.representation import vocab as V
 from crystalgen.representation.clearance import CANDIDATES, Clearance, guarded_coordinate
 from crystalgen.representation.grammar import DEFAULT_MAX_ATOMS, Grammar, NoLegalCompletion, ValueSlot
@@ -76,7 +77,7 @@ class _Row:
     """Decoding state of one sequence of the batch."""
 
     __slots__ = ("grammar", "rule", "mask", "in_plan", "elements_seen", "tokens", "values", "ll", "failed",
-                 "pending", "index", "prefix_len", "clearance")
+                 "pending", "index", "prefix_len", "clearance", "key")
 
     def __init__(self, grammar: Grammar | None, rule: ElementRule | None, guard: bool = False) -> None:
         self.grammar = grammar
@@ -92,6 +93,7 @@ class _Row:
         self.index = 0  # which prefix this row completes
         self.prefix_len = 0
         self.clearance = Clearance() if guard else None
+        self.key = 0  # the sequence's random stream (used when the sampler is given seeds)
 
     @property
     def positions(self) -> int:
@@ -178,6 +180,7 @@ def generate_stream(
     max_new: int = 512,
     batch_size: int = 512,
     min_distance: float = 0.0,
+    seeds: np.ndarray | None = None,
 ) -> Iterator[tuple[int, SampledSequence | None]]:
     """Continuous batching: yields ``(index of the prefix, sequence or None)`` as
     sequences finish, keeping up to ``batch_size`` of them running.
@@ -186,6 +189,11 @@ def generate_stream(
     then written into the shared cache; its earlier positions are masked), so the batch
     stays full and no step waits for the longest sequence of a batch. Rows, refills and
     random draws follow a fixed order, so the same generator seed gives the same output.
+
+    ``seeds`` (one uint64 key per prefix, e.g. :func:`~crystalgen.heads.streams.sequence_keys`):
+    every sequence draws from its own counter-based stream instead of ``generator``, so
+    its output depends on its key alone, not on the batch size or on which other
+    prefixes share the call (worker processes rely on this).
 
     ``min_distance`` (Å, 0 = off): the distance guard for the last free coordinate of
     each site (at ``temperature > 0``). The low-level default is off, the model as
@@ -213,6 +221,8 @@ def generate_stream(
                 finished.append((i, None))
                 continue
             row.index, row.prefix_len = i, len(prefixes[i])
+            if seeds is not None:
+                row.key = int(seeds[i])
             rows.append(row)
             if len(rows) == count:
                 break
@@ -251,7 +261,7 @@ def generate_stream(
         span = max(slots[j].positions for j in live)
         if cache.length - span >= TRIM_AT:
             cache.keep_last(span)
-        _step_rows(model, slots, live, hidden, temperature, generator, min_distance)
+        _step_rows(model, slots, live, hidden, temperature, generator, min_distance, streams=seeds is not None)
         n = len(slots)
         new_tok = np.zeros(n, np.int64)
         new_val = np.zeros(n, np.float32)
@@ -319,13 +329,23 @@ def _only_token(mask: np.ndarray) -> int | None:
     return answer
 
 
+def _source(rows: list[_Row], slots: list[int], generator: torch.Generator | None, streams: bool,
+            device) -> Source:
+    """The rows' own streams at their positions (``streams``), else the shared generator."""
+    if not streams:
+        return generator
+    return RowStreams(np.array([rows[j].key for j in slots], np.uint64),
+                      np.array([len(rows[j].tokens) for j in slots], np.uint64), device)
+
+
 def _step_rows(model, rows: list[_Row], live: list[int], hidden: torch.Tensor, temperature: float,
-               generator: torch.Generator | None, min_distance: float = 0.0) -> None:
+               generator: torch.Generator | None, min_distance: float = 0.0, streams: bool = False) -> None:
     """Choose every live row's next position (``row.pending = (token, value, kind)``).
 
     Forced tokens and derived values need no model call; the others are drawn from the
     token head (grammar-masked) or the value head of their kind, one call per kind
-    (guarded coordinates separately: several draws each).
+    (guarded coordinates separately: several draws each). ``streams``: each row draws
+    from its own stream (``row.key``) instead of ``generator``.
     """
     device = hidden.device
     token_slots: list[int] = []
@@ -364,29 +384,30 @@ def _step_rows(model, rows: list[_Row], live: list[int], hidden: torch.Tensor, t
             chosen = logits.argmax(dim=-1)
         else:
             probs = torch.softmax(logits / temperature, dim=-1)
-            chosen = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+            chosen = categorical(probs, _source(rows, token_slots, generator, streams, device), TOKEN)
         chosen_lp = logp.gather(-1, chosen[:, None]).squeeze(-1).cpu().numpy()
         for j, tok, lp in zip(token_slots, chosen.cpu().numpy().tolist(), chosen_lp.tolist()):
             rows[j].pending = (tok, 0.0, 0)
             rows[j].ll += lp
     for kind, slots in value_slots.items():
         dist = model.value_distribution(hidden[torch.as_tensor(slots, device=device)], kind)
-        drawn = dist.sample(temperature, generator)
+        drawn = dist.sample(temperature, _source(rows, slots, generator, streams, device))
         lp = dist.log_prob(drawn).cpu().numpy().tolist()
         for j, v, l in zip(slots, drawn.float().cpu().numpy().tolist(), lp):
             rows[j].pending = (rows[j].pending[0], v, kind)
             rows[j].ll += l
     if guarded:
-        _draw_clear(model, rows, guarded, hidden, temperature, generator, min_distance)
+        _draw_clear(model, rows, guarded, hidden, temperature, _source(rows, guarded, generator, streams, device),
+                    min_distance)
 
 
 def _draw_clear(model, rows: list[_Row], slots: list[int], hidden: torch.Tensor, temperature: float,
-                generator: torch.Generator | None, min_distance: float) -> None:
+                source: Source, min_distance: float) -> None:
     """The last free coordinate of a site for these rows: ``CANDIDATES`` draws each, keep
     the first whose orbit stays ``min_distance`` clear of the placed atoms (else the
     farthest). The log-likelihood counts the kept value under the untruncated head."""
     dist = model.value_distribution(hidden[torch.as_tensor(slots, device=hidden.device)], VK_COORD)
-    drawn = dist.sample(temperature, generator, n=CANDIDATES).float()  # (rows, CANDIDATES)
+    drawn = dist.sample(temperature, source, n=CANDIDATES).float()  # (rows, CANDIDATES)
     values = drawn.cpu().numpy()
     pick = [rows[j].clearance.first_clear(rows[j].grammar, values[r], min_distance) for r, j in enumerate(slots)]
     kept = drawn[torch.arange(len(slots)), torch.as_tensor(pick)]

@@ -6,9 +6,11 @@ SMACT, the trace) is pure Python work of about the same size. So the fastest use
 cores is N independent processes, each generating *and* finishing its own shard, with
 one torch thread each: no core waits for another and no OpenMP threads spin.
 
-A shard is a fixed slice of the job list with its own random seed, derived from the
-caller's seed, the round and the shard's index, never from the number of workers: the
-same seed gives the same crystals with 0, 1 or 16 workers (tested).
+Every job (one sequence to generate) has its own random stream, keyed by the caller's
+seed, the round and the job's index (:func:`~crystalgen.heads.streams.sequence_keys`),
+so how the jobs are cut into shards changes nothing: the same seed gives the same
+crystals with 0, 1 or 16 workers and any batch size (tested). Shards are therefore cut
+for speed alone: one per worker at least, none larger than ``SHARD_BATCHES`` batches.
 
 On a CPU under Linux workers are forked: they inherit the model and the imported
 libraries, start in milliseconds, and a user's script needs no
@@ -19,12 +21,13 @@ spawned and load the model from its directory.
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing as mp
 import os
 import queue as queue_lib
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 
@@ -33,17 +36,20 @@ import torch
 
 log = logging.getLogger(__name__)
 
-#: a shard holds this many batches of jobs (a shard's stream ends with a tail of long
-#: sequences, so shards much smaller than this waste time; larger ones balance worse)
+#: a shard holds at most this many batches of jobs (a shard's stream ends with a tail of
+#: long sequences, so shards much smaller than this waste time; larger ones balance worse)
 SHARD_BATCHES = 2
+#: requests smaller than this run in the calling process (a pool round trip costs more)
+POOL_FROM = 64
 
 
 @dataclass(frozen=True)
 class ShardSpec:
-    """One shard: the jobs (indices into the request list) and what to run them with."""
+    """One shard: the jobs (indices into the request list), their random-stream keys,
+    and what to run them with."""
 
     jobs: tuple[int, ...]
-    seed: int
+    keys: np.ndarray  # uint64, one per job
     temperature: float
     batch_size: int
     max_atoms: int
@@ -52,14 +58,15 @@ class ShardSpec:
     min_distance: float = 0.0  # the distance guard (Å; 0 = off), see crystalgen.sampling
 
 
-def shard_seed(base: int, round_: int, index: int) -> int:
-    """The seed of shard ``index`` of round ``round_`` (independent of the worker count)."""
-    return int(np.random.SeedSequence([int(base) % 2**63, round_, index]).generate_state(1, np.uint64)[0] >> 1)
-
-
-def split_jobs(jobs: Sequence[int], batch_size: int) -> list[tuple[int, ...]]:
-    size = max(1, SHARD_BATCHES * batch_size)
-    return [tuple(jobs[i:i + size]) for i in range(0, len(jobs), size)]
+def split_jobs(count: int, batch_size: int, workers: int) -> list[slice]:
+    """Cut ``count`` jobs into equal shards: one for a single process or a small request,
+    else a multiple of ``workers`` shards of at most ``SHARD_BATCHES`` batches each."""
+    if workers <= 1 or count < POOL_FROM:
+        return [slice(0, count)]
+    shards = max(workers, math.ceil(count / max(1, SHARD_BATCHES * batch_size)))
+    shards = math.ceil(shards / workers) * workers
+    size = math.ceil(count / shards)
+    return [slice(i, min(i + size, count)) for i in range(0, count, size)]
 
 
 def run_shard(model, requests, spec: ShardSpec, on_done: Callable[[int], None] | None = None) -> list:
@@ -70,12 +77,12 @@ def run_shard(model, requests, spec: ShardSpec, on_done: Callable[[int], None] |
     from crystalgen.api import sequence_to_result
     from crystalgen.sampling import generate_stream
 
-    gen = torch.Generator(device=model.device).manual_seed(spec.seed)
     reqs = [requests[j] for j in spec.jobs]
     out: list = [None] * len(reqs)
     pending = 0
     for i, seq in generate_stream(model, [r.prefix for r in reqs], [r.rule for r in reqs], spec.temperature,
-                                  gen, spec.max_atoms, batch_size=spec.batch_size, min_distance=spec.min_distance):
+                                  None, spec.max_atoms, batch_size=spec.batch_size, min_distance=spec.min_distance,
+                                  seeds=spec.keys):
         out[i] = sequence_to_result(seq, reqs[i], spec.validate, spec.temperature, spec.user_seed, spec.min_distance)
         pending += 1
         if on_done is not None and pending == 16:

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from crystalgen.heads.mixture import MixtureDistribution
+from crystalgen.heads.streams import NORMAL, Source, normal
 
 MIN_STD = 1e-4
 HALF_LOG_TWO_PI = 0.5 * math.log(2.0 * math.pi)
@@ -35,12 +36,10 @@ class GaussianMixture(MixtureDistribution):
         z = (x.unsqueeze(-1) - self.mean) / self.std
         return -0.5 * z * z - torch.log(self.std) - HALF_LOG_TWO_PI
 
-    def component_sample(
-        self, index: Tensor, temperature: float, generator: torch.Generator | None
-    ) -> Tensor:
+    def component_sample(self, index: Tensor, temperature: float, generator: Source) -> Tensor:
         mean = self._gather(self.mean, index)
         std = self._gather(self.std, index) * math.sqrt(temperature)  # p**(1/T): var * T
-        noise = torch.randn(mean.shape, dtype=mean.dtype, device=mean.device, generator=generator)
+        noise = normal(generator, NORMAL, tuple(mean.shape), mean.device, mean.dtype)
         return mean + std * noise
 
 

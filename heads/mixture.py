@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from crystalgen.heads.streams import COMPONENT, Source, categorical
+
 
 class MixtureDistribution:
     """Mixture over the last dimension of ``logits`` (shape ``(..., K)``).
@@ -31,9 +33,7 @@ class MixtureDistribution:
         """log density of ``x`` (shape ``(...)``) under each component -> ``(..., K)``."""
         raise NotImplementedError
 
-    def component_sample(
-        self, index: Tensor, temperature: float, generator: torch.Generator | None
-    ) -> Tensor:
+    def component_sample(self, index: Tensor, temperature: float, generator: Source) -> Tensor:
         """One draw from component ``index`` (shape ``(...)``), sharpened by ``temperature``."""
         raise NotImplementedError
 
@@ -52,19 +52,19 @@ class MixtureDistribution:
     def nll(self, x: Tensor) -> Tensor:
         return -self.log_prob(x)
 
-    def sample(self, temperature: float = 1.0, generator: torch.Generator | None = None,
-               n: int | None = None) -> Tensor:
+    def sample(self, temperature: float = 1.0, generator: Source = None, n: int | None = None) -> Tensor:
         """A draw from the mixture tempered as p**(1/T), shape ``(...)``; with ``n``, n
-        independent draws each, shape ``(..., n)``. ``temperature=0`` gives :meth:`mode`."""
+        independent draws each, shape ``(..., n)``. ``temperature=0`` gives :meth:`mode`.
+
+        ``generator``: a ``torch.Generator``, or :class:`~crystalgen.heads.streams.RowStreams`
+        (one stream per row of a ``(rows, K)`` mixture) for batch-independent draws."""
         if temperature <= 0:
             mode = self.mode()
             return mode if n is None else mode.unsqueeze(-1).expand(*mode.shape, n)
         probs = torch.softmax(self.logits / temperature, dim=-1)
         flat = probs.reshape(-1, probs.shape[-1])
-        if n is None:
-            index = torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
-        else:
-            index = torch.multinomial(flat, n, replacement=True, generator=generator).reshape(*probs.shape[:-1], n)
+        index = categorical(flat, generator, COMPONENT, n)
+        index = index.reshape(probs.shape[:-1] if n is None else (*probs.shape[:-1], n))
         return self.component_sample(index, temperature, generator)
 
     def mode(self) -> Tensor:

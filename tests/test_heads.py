@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -160,3 +162,35 @@ def test_value_embedding_is_periodic_for_coordinates_only():
     assert torch.allclose(e0[0, 3], e1[0, 3], atol=1e-4)  # coordinate: x and x+1 agree
     assert not torch.allclose(e0[0, 1], e1[0, 1], atol=1e-2)  # length: they differ
     assert math.isfinite(e0.sum().item())
+
+
+# --- per-sequence random streams ------------------------------------------------------------
+
+
+def test_row_streams_depend_on_the_row_alone():
+    from crystalgen.heads.streams import RowStreams, sequence_keys
+
+    keys = sequence_keys(seed=3, round_=0, count=6)
+    full = RowStreams(keys, np.arange(6), "cpu").uniform(tag=1, shape=(4,))
+    alone = RowStreams(keys[[4, 1]], np.array([4, 1]), "cpu").uniform(tag=1, shape=(4,))
+    torch.testing.assert_close(alone, full[[4, 1]], rtol=0, atol=0)
+    assert not torch.equal(full[0], RowStreams(keys[:1], np.array([0]), "cpu").uniform(tag=2, shape=(4,))[0])
+    assert len(set(sequence_keys(3, 0, 1000).tolist()) | set(sequence_keys(3, 1, 1000).tolist())) == 2000
+
+
+def test_row_streams_are_uniform_and_drive_the_heads():
+    from crystalgen.heads.streams import RowStreams, categorical, sequence_keys
+
+    n = 20000
+    streams = RowStreams(sequence_keys(0, 0, n), np.zeros(n), "cpu")
+    u = streams.uniform(tag=0).numpy()
+    assert 0.0 < u.min() and u.max() < 1.0
+    assert np.histogram(u, bins=10, range=(0, 1))[0].min() > 0.09 * n
+    probs = torch.tensor([[0.0, 0.2, 0.0, 0.8]]).expand(n, 4)
+    counts = torch.bincount(categorical(probs, streams, tag=1), minlength=4).numpy() / n
+    np.testing.assert_allclose(counts, [0.0, 0.2, 0.0, 0.8], atol=0.015)
+    # a von Mises mixture sampled through the streams matches its density's spread
+    dist = VonMisesMixture(torch.zeros(n, 1), torch.full((n, 1), 0.25), torch.full((n, 1), 4.0))
+    x = dist.sample(1.0, streams).numpy()
+    ref = sample_von_mises(torch.full((n,), 4.0), torch.Generator().manual_seed(0)).numpy() / (2 * np.pi) + 0.25
+    assert abs(np.mean(np.cos(2 * np.pi * (x - 0.25))) - np.mean(np.cos(2 * np.pi * (ref - 0.25)))) < 0.02

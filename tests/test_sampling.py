@@ -64,9 +64,22 @@ def test_same_seed_same_structures(gen):
     assert key(a) != key(c)
 
 
+def _same_crystals(a, b) -> None:
+    """Same crystals, up to float rounding: another batch composition rounds the model's
+    sums differently, which can flip a rejection step of a very sharp von Mises draw and
+    move that coordinate within the component's spread (~1e-4)."""
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.metadata["planned_spacegroup"] == y.metadata["planned_spacegroup"]
+        assert x.structure.species == y.structure.species
+        np.testing.assert_allclose(x.structure.lattice.abc, y.structure.lattice.abc, rtol=1e-3)
+        np.testing.assert_allclose(x.structure.frac_coords, y.structure.frac_coords, atol=2e-3)
+
+
 def test_worker_processes_give_the_same_crystals(gen):
-    """Shards carry their own seeds: 2 worker processes reproduce the in-process result."""
-    kwargs = dict(n=40, formula="SrTiO3", seed=3, batch_size=8, validate=False)  # 3 shards of <= 16 jobs
+    """Every sequence has its own random stream: 2 worker processes (4 shards) reproduce
+    the in-process result (one shard)."""
+    kwargs = dict(n=64, formula="SrTiO3", seed=3, batch_size=8, validate=False)
     alone = CrystalGenerator(gen.model, workers=0).sample(**kwargs)
     pooled = CrystalGenerator(gen.model, workers=2)
     try:
@@ -74,8 +87,13 @@ def test_worker_processes_give_the_same_crystals(gen):
         assert pooled._pool is not None  # really ran in worker processes
     finally:
         pooled.close()
-    assert len(alone) == len(together) == 40
-    assert [r.structure for r in alone] == [r.structure for r in together]
+    assert len(alone) == 64
+    _same_crystals(alone, together)
+
+
+def test_batch_size_does_not_change_the_crystals(gen):
+    kwargs = dict(n=24, formula="Li2MnO3", seed=5, validate=False)
+    _same_crystals(gen.sample(batch_size=5, **kwargs), gen.sample(batch_size=64, **kwargs))
 
 
 def test_continuous_batching_matches_one_sequence_at_a_time(gen):

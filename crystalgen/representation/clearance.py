@@ -43,14 +43,14 @@ def guarded_coordinate(grammar) -> bool:
 
 
 class Clearance:
-    """The placed atoms of one sequence (Cartesian, Å) and the test for a new orbit."""
+    """The placed atoms of one sequence (fractional) and the test for a new orbit."""
 
-    __slots__ = ("matrix", "inverse", "cart", "_sites")
+    __slots__ = ("matrix", "shifts", "frac", "_sites")
 
     def __init__(self) -> None:
         self.matrix: np.ndarray | None = None
-        self.inverse: np.ndarray | None = None
-        self.cart = np.zeros((0, 3))
+        self.shifts: np.ndarray | None = None  # the 27 neighbouring cells' offsets, Å
+        self.frac = np.zeros((0, 3))
         self._sites = 0
 
     def _catch_up(self, grammar) -> bool:
@@ -66,13 +66,13 @@ class Clearance:
             except (OverflowError, ValueError):  # exp overflow, impossible angles
                 self.matrix = np.full((3, 3), np.nan)
             volume = abs(np.linalg.det(self.matrix)) if np.isfinite(self.matrix).all() else 0.0
-            self.inverse = np.linalg.inv(self.matrix) if volume > 1e-6 else None
-        if self.inverse is None:
+            self.shifts = _IMAGES @ self.matrix if volume > 1e-6 else None
+        if self.shifts is None:
             return False
         while self._sites < len(grammar.placed):
             w = grammar.sites[self._sites][1]
             orbit = table.orbit(w, table.derive_xyz(w, grammar.placed[self._sites]))
-            self.cart = np.concatenate([self.cart, orbit @ self.matrix])
+            self.frac = np.concatenate([self.frac, orbit])
             self._sites += 1
         return True
 
@@ -104,24 +104,11 @@ class Clearance:
             xyz.append(derived_coordinate(grammar.sg, w, j, xyz))
         ops = table.orbit_ops[w]  # (m, 3, 4)
         orbit = np.mod(ops[:, :, :3] @ table.derive_xyz(w, xyz) + ops[:, :, 3], 1.0)
-        return self._shortest(orbit)
-
-    def _shortest(self, orbit: np.ndarray) -> float:
-        best = np.inf
-        new = orbit @ self.matrix
-        shifts = _IMAGES @ self.matrix  # (27, 3)
-        if len(self.cart):
-            d = new[:, None, :] - self.cart[None, :, :]  # (m, n, 3)
-            d = self._wrap(d)
-            best = np.sqrt(((d[:, :, None, :] + shifts) ** 2).sum(-1)).min()
-        if len(orbit) > 1:
-            d = self._wrap(new[:, None, :] - new[None, :, :])
-            dist = np.sqrt(((d[:, :, None, :] + shifts) ** 2).sum(-1)).min(-1)
-            np.fill_diagonal(dist, np.inf)
-            best = min(best, dist.min())
-        return float(best)
-
-    def _wrap(self, d: np.ndarray) -> np.ndarray:
-        """Cartesian differences moved to their fractional minimum image in [-0.5, 0.5)."""
-        frac = d @ self.inverse
-        return (frac - np.round(frac)) @ self.matrix
+        m = len(orbit)
+        # differences to the placed atoms and to the orbit's own points (the point itself
+        # excluded), each at its fractional minimum image and the 26 cells around it
+        diff = orbit[:, None, :] - np.concatenate([self.frac, orbit])[None, :, :]  # (m, n + m, 3)
+        diff -= np.round(diff)
+        sq = (((diff @ self.matrix)[:, :, None, :] + self.shifts) ** 2).sum(-1).min(-1)  # (m, n + m)
+        sq[:, len(self.frac):][np.diag_indices(m)] = np.inf
+        return float(np.sqrt(sq.min())) if sq.size else float("inf")
