@@ -36,10 +36,10 @@ from crystalgen.workers import ShardPool, ShardSpec, default_workers, run_shard,
 
 log = logging.getLogger(__name__)
 
-#: Sequences decoded together per process. Wider batches amortise the per-step cost:
-#: on the 2-core dev CPU, SrTiO3 gave 173 / 209 / 222 valid crystals/s at 128 / 512 / 1024
-#: (benchmarks/bench_sample.py); 512 keeps a worker's decoding cache near 200 MB.
-DEFAULT_BATCH_SIZE = 512
+#: Sequences decoded together per process. Wider batches amortise the per-step cost: on
+#: the 2-core dev CPU, SrTiO3 gave 219 / 246 valid crystals/s at 512 / 1024 (2 workers,
+#: benchmarks/bench_sample.py); a worker's peak memory stayed near 1 GB either way.
+DEFAULT_BATCH_SIZE = 1024
 
 #: Where the shipped default model lives (package data).
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"

@@ -38,7 +38,7 @@ def _summary_table(results) -> str:
 @click.option("--temperature", type=click.FloatRange(0), default=1.0, show_default=True,
               help="Sampling temperature; 0 takes the most likely choice everywhere.")
 @click.option("--seed", type=int, help="Random seed: the same seed gives the same crystals.")
-@click.option("--batch-size", type=click.IntRange(1), default=512, show_default=True,
+@click.option("--batch-size", type=click.IntRange(1), default=1024, show_default=True,
               help="Sequences decoded together in each process (crystalgen.api.DEFAULT_BATCH_SIZE).")
 @click.option("--workers", type=click.IntRange(0), default=None,
               help="Sampling processes for requests over two batches [default: one per core on a CPU, 0 on a GPU]. "
