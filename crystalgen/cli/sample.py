@@ -13,18 +13,18 @@ def _summary_table(results) -> str:
     from crystalgen.validators import CHECK_NAMES
 
     n = len(results)
-    lines = [f"{'check':<14}{'pass rate':>10}"]
+    lines = [f"{'check':<18}{'pass rate':>10}"]
     for name in CHECK_NAMES:
         verdicts = [r.report["checks"][name]["pass"] for r in results if r.report and name in r.report["checks"]]
         verdicts = [v for v in verdicts if v is not None]
         if verdicts:
-            lines.append(f"{name:<14}{sum(verdicts) / len(verdicts):>10.1%}")
+            lines.append(f"{name:<18}{sum(verdicts) / len(verdicts):>10.1%}")
     if n and results[0].report is not None:
-        lines.append(f"{'overall':<14}{sum(bool(r.valid) for r in results) / n:>10.1%}")
+        lines.append(f"{'overall':<18}{sum(bool(r.valid) for r in results) / n:>10.1%}")
     rates = consistency_rates([r.trace["consistency"] for r in results if r.trace]) or {}
     for key in ("spacegroup", "composition", "density", "all"):
         if key in rates:
-            lines.append(f"{'plan ' + key:<14}{rates[key]:>10.1%}")
+            lines.append(f"{'plan ' + key:<18}{rates[key]:>10.1%}")
     return "\n".join(lines)
 
 
