@@ -37,7 +37,7 @@ from crystalgen.workers import ShardPool, ShardSpec, default_workers, run_shard,
 log = logging.getLogger(__name__)
 
 #: Sequences decoded together per process. Wider batches amortise the per-step cost: on
-#: the 2-core dev CPU, SrTiO3 gave 219 / 246 valid crystals/s at 512 / 1024 (2 workers,
+#: the 2-core dev CPU, SrTiO3 gave 219 / 246 valid crystals/s at batch 512 / 1024 (2 workers,
 #: benchmarks/bench_sample.py); a worker's peak memory stayed near 1 GB either way.
 DEFAULT_BATCH_SIZE = 1024
 
