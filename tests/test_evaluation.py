@@ -179,11 +179,25 @@ def test_cli_dng_reports_validity_uniqueness_novelty(mpts52_sample_path, pool_sa
     assert png.stat().st_size > 1000
 
 
+def test_cli_csp_scores_the_model_with_and_without_the_distance_guard(mpts52_sample_path, tmp_path):
+    for guard in ("0.5", "0"):
+        out = tmp_path / f"csp_{guard}.json"
+        result = CliRunner().invoke(main, [
+            "evaluate", "csp", "--test", str(mpts52_sample_path), "--limit", "6", "--samples", "1",
+            "--no-compare", "--workers", "1", "--min-distance", guard, "--json", str(out),
+        ])
+        assert result.exit_code == 0, result.output
+        report = json.loads(out.read_text())
+        assert report["settings"]["min_distance"] == float(guard)
+        assert set(report["rows"]) == {"model"} and report["n_test"] == 6
+        assert 0.0 <= report["structural_validity"] <= 1.0
+
+
 def test_cli_help_lists_options():
     for sub in ("csp", "dng"):
         result = CliRunner().invoke(main, ["evaluate", sub, "--help"])
         assert result.exit_code == 0
-        for option in ("--json", "--png", "--model", "--baseline", "--workers", "--seed"):
+        for option in ("--json", "--png", "--model", "--baseline", "--workers", "--seed", "--min-distance"):
             assert option in result.output
 
 
