@@ -78,12 +78,13 @@ def run_shard(model, requests, spec: ShardSpec, on_done: Callable[[int], None] |
     from crystalgen.sampling import generate_stream
 
     reqs = [requests[j] for j in spec.jobs]
+    guard = spec.min_distance if spec.temperature > 0 else 0.0  # greedy decoding has nothing to redraw
     out: list = [None] * len(reqs)
     pending = 0
     for i, seq in generate_stream(model, [r.prefix for r in reqs], [r.rule for r in reqs], spec.temperature,
                                   None, spec.max_atoms, batch_size=spec.batch_size, min_distance=spec.min_distance,
                                   seeds=spec.keys):
-        out[i] = sequence_to_result(seq, reqs[i], spec.validate, spec.temperature, spec.user_seed, spec.min_distance)
+        out[i] = sequence_to_result(seq, reqs[i], spec.validate, spec.temperature, spec.user_seed, guard)
         pending += 1
         if on_done is not None and pending == 16:
             on_done(pending)
