@@ -52,7 +52,7 @@ def generate_csp(
     in one call, so that sequences of different compositions share batches; it skips its
     own validation, since the harness scores every candidate itself.
     """
-    if hasattr(generator, "predict_structures"):
+    if _batched(generator):
         batched = generator.predict_structures(list(compositions), n=n_samples, seed=seed, validate=False)
         return [(list(r) + [None] * n_samples)[:n_samples] for r in batched]
     tasks = [(generator, c, n_samples, derived_seed(seed, i)) for i, c in enumerate(compositions)]
@@ -64,13 +64,29 @@ def generate_csp(
 def generate_dng(
     generator: Generator, n: int, seed: int, workers: int = 1, batch: int = 50
 ) -> list[GenerationResult | None]:
-    """`n` de novo crystals, asked for in seeded batches; None where a batch failed."""
+    """`n` de novo crystals, asked for in seeded batches; None where a batch failed.
+
+    A batched generator (the model) gets all ``n`` in one call instead: it fills its own
+    batches and worker processes (each crystal has its own random stream), which is ~10x
+    faster than 50 at a time, and it skips its own validation like in :func:`generate_csp`.
+    """
+    if _batched(generator):
+        try:
+            results = list(generator.sample(n=n, seed=seed, validate=False))
+        except Exception:
+            results = []
+        return (results + [None] * n)[:n]
     sizes = [min(batch, n - start) for start in range(0, n, batch)]
     tasks = [(generator, size, derived_seed(seed, i)) for i, size in enumerate(sizes)]
     batches = parallel_map(
         _sample_task, tasks, workers=_workers_for(generator, workers), desc="generate (dng)", chunksize=1
     )
     return [r for b in batches for r in b]
+
+
+def _batched(generator: Generator) -> bool:
+    """Does the generator batch many requests itself (the model's ``predict_structures``)?"""
+    return hasattr(generator, "predict_structures")
 
 
 def _workers_for(generator: Generator, workers: int) -> int:
