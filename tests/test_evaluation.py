@@ -222,3 +222,23 @@ def test_oracle_returns_each_polymorph_in_turn(mpts):
     second = oracle.predict_structure(a.composition)[0].structure
     assert np.allclose(first.cart_coords, a.cart_coords)
     assert np.allclose(second.cart_coords, polymorph.cart_coords)
+
+
+def test_dng_asks_the_model_for_all_crystals_in_one_seeded_call():
+    from crystalgen.api import CrystalGenerator
+    from crystalgen.evaluation.generation import generate_dng
+
+    class Counting(CrystalGenerator):
+        calls = 0
+
+        def sample(self, *args, **kwargs):
+            Counting.calls += 1
+            return super().sample(*args, **kwargs)
+
+    base = CrystalGenerator.from_pretrained(workers=0)
+    model = Counting(base.model, workers=0)
+    first = generate_dng(model, n=12, seed=4)
+    again = generate_dng(model, n=12, seed=4)
+    assert Counting.calls == 2 and len(first) == 12 and all(r is not None for r in first)
+    assert [r.structure.composition for r in first] == [r.structure.composition for r in again]
+    assert all(r.report is None for r in first)  # the harness scores them itself
