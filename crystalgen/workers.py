@@ -127,10 +127,12 @@ def default_workers(device: torch.device) -> int:
 class ShardPool:
     """A pool of sampling processes for one model, kept between calls (closed by ``close``)."""
 
-    def __init__(self, model, workers: int, model_dir: str | None = None) -> None:
+    def __init__(self, model, workers: int, model_dir: str | None = None, spawn: bool | None = None) -> None:
+        """``spawn``: start the workers fresh and load the model from ``model_dir`` (None:
+        only where forking is not safe, i.e. off Linux or for a GPU model)."""
         device = model.device
         # CUDA cannot be used in a forked child of a process that initialised it
-        fork = sys.platform.startswith("linux") and device.type == "cpu"
+        fork = sys.platform.startswith("linux") and device.type == "cpu" if spawn is None else not spawn
         if not fork and model_dir is None:
             raise ValueError("spawned worker processes load the model from its directory; "
                              "use workers=0 for a model that was not loaded from one")

@@ -92,6 +92,25 @@ def test_worker_processes_give_the_same_crystals(gen):
     _same_crystals(alone, together)
 
 
+def test_spawned_workers_load_the_model_and_give_the_same_crystals(gen):
+    """The start method a GPU model uses (spawn: fresh processes that load the model from
+    its directory), checked on the CPU."""
+    from crystalgen.api import GenerationRequest
+    from crystalgen.heads.streams import sequence_keys
+    from crystalgen.workers import ShardPool, ShardSpec, run_shard
+
+    requests = [GenerationRequest.build("SrTiO3")]
+    keys = sequence_keys(9, 0, 40)
+    specs = [ShardSpec(tuple([0] * 20), keys[k:k + 20], 1.0, 16, 60, False, 9, 0.5) for k in (0, 20)]
+    pool = ShardPool(gen.model, 2, str(PRETRAINED_DIR), spawn=True)
+    try:
+        spawned = [r for part in pool.run(requests, specs) for r in part]
+    finally:
+        pool.close()
+    alone = run_shard(gen.model, requests, ShardSpec(tuple([0] * 40), keys, 1.0, 16, 60, False, 9, 0.5))
+    _same_crystals(alone, spawned)
+
+
 def test_batch_size_does_not_change_the_crystals(gen):
     kwargs = dict(n=24, formula="Li2MnO3", seed=5, validate=False)
     _same_crystals(gen.sample(batch_size=5, **kwargs), gen.sample(batch_size=64, **kwargs))
