@@ -354,7 +354,12 @@ def _step_rows(model, rows: list[_Row], live: list[int], hidden: torch.Tensor, t
     guarded: list[int] = []
     for j in live:
         row = rows[j]
-        allowed = row.grammar.next_allowed()
+        try:
+            allowed = row.grammar.next_allowed()
+        except NoLegalCompletion as err:  # a dead end: the row yields None, the others go on
+            log.debug("sequence %d stopped: %s", row.index, err)
+            row.failed = True
+            continue
         if isinstance(allowed, ValueSlot):
             if allowed.free:
                 row.pending = (allowed.token, 0.0, allowed.kind)
