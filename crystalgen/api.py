@@ -169,7 +169,8 @@ class CrystalGenerator:
         min_distance: float = MIN_DISTANCE_A,
     ) -> None:
         """``workers``: sampling processes for large requests (None: one per core on a
-        CPU, none on a GPU; 0: everything in this process). Results do not depend on it.
+        CPU, none on a GPU; 0: everything in this process). Results do not depend on it
+        beyond float rounding.
         ``min_distance``: the distance guard (Å) every call uses unless it gives its own
         (see :meth:`sample`); 0 turns it off."""
         self.model = model.eval()

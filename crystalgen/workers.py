@@ -8,9 +8,10 @@ one torch thread each: no core waits for another and no OpenMP threads spin.
 
 Every job (one sequence to generate) has its own random stream, keyed by the caller's
 seed, the round and the job's index (:func:`~crystalgen.heads.streams.sequence_keys`),
-so how the jobs are cut into shards changes nothing: the same seed gives the same
-crystals with 0, 1 or 16 workers and any batch size (tested). Shards are therefore cut
-for speed alone: one per worker at least, none larger than ``SHARD_BATCHES`` batches.
+so how the jobs are cut into shards does not decide what they draw: the same seed gives
+the same crystals with 0, 1 or 16 workers and any batch size, up to float rounding
+(tested; docs/sampling.md). Shards are therefore cut for speed alone: one per worker at
+least, none larger than ``SHARD_BATCHES`` batches.
 
 On a CPU under Linux workers are forked: they inherit the model and the imported
 libraries, start in milliseconds, and a user's script needs no

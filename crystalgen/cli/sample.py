@@ -42,7 +42,7 @@ def _summary_table(results) -> str:
               help="Sequences decoded together in each process (crystalgen.api.DEFAULT_BATCH_SIZE).")
 @click.option("--workers", type=click.IntRange(0), default=None,
               help="Sampling processes for requests over two batches [default: one per core on a CPU, 0 on a GPU]. "
-                   "The crystals do not depend on it.")
+                   "The crystals do not depend on it (beyond float rounding).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--model", "model_path", type=click.Path(exists=True, file_okay=False),
               help="Model directory (default: the model shipped with crystalgen).")
