@@ -194,3 +194,7 @@ def test_row_streams_are_uniform_and_drive_the_heads():
     x = dist.sample(1.0, streams).numpy()
     ref = sample_von_mises(torch.full((n,), 4.0), torch.Generator().manual_seed(0)).numpy() / (2 * np.pi) + 0.25
     assert abs(np.mean(np.cos(2 * np.pi * (x - 0.25))) - np.mean(np.cos(2 * np.pi * (ref - 0.25)))) < 0.02
+    # the distance guard's first candidate is exactly the draw an unguarded sampler makes
+    sharp = VonMisesMixture(torch.randn(64, 8), torch.rand(64, 8), torch.rand(64, 8) * 500)
+    rows = RowStreams(sequence_keys(1, 0, 64), np.arange(64), "cpu")
+    assert torch.equal(sharp.sample(1.0, rows), sharp.sample(1.0, rows, n=8)[:, 0])

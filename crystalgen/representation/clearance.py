@@ -27,7 +27,8 @@ from crystalgen.representation.tables import SPACE_GROUPS, lattice_matrix, latti
 
 #: the validators' threshold (validators.distance.MIN_DISTANCE_A, CDVAE's rule), in Å
 MIN_DISTANCE_A = 0.5
-#: candidates drawn for a guarded coordinate (the first is what an unguarded sampler draws)
+#: candidates drawn for a guarded coordinate (with per-sequence streams the first one is
+#: exactly the unguarded draw, so the guard changes only the crystals it rescues)
 CANDIDATES = 8
 
 _IMAGES = np.array(list(itertools.product((-1, 0, 1), repeat=3)), np.float64)  # (27, 3)
