@@ -56,14 +56,10 @@ def _symmetrised_cif(structure, symprec: float = 0.01) -> str:
 def cif_strings(results: Sequence[GenerationResult]) -> list[str]:
     """:func:`cif_string` of every result; on all cores when there are many (symmetrising
     runs spglib several times per structure: ~13 ms each on the 2-core dev machine)."""
-    import multiprocessing as mp
-    import sys
+    from crystalgen.parallel import parallel_map
 
-    workers = os.cpu_count() or 1
-    if len(results) < 64 or workers < 2 or not sys.platform.startswith("linux"):
-        return [cif_string(r) for r in results]
-    with mp.get_context("fork").Pool(workers) as pool:
-        return pool.map(_symmetrised_cif, [r.structure for r in results], chunksize=32)
+    return parallel_map(_symmetrised_cif, [r.structure for r in results], workers=os.cpu_count() or 1,
+                        chunksize=32, progress=False, serial_below=64)
 
 
 def _names(results: Sequence[GenerationResult]) -> list[str]:

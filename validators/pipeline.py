@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -10,8 +9,8 @@ from typing import Any
 
 import numpy as np
 from pymatgen.core import Structure
-from tqdm import tqdm
 
+from crystalgen.parallel import parallel_map
 from crystalgen.validators.charge import check_charge
 from crystalgen.validators.composition import check_composition
 from crystalgen.validators.cell import Cell, DisorderedError, as_cell
@@ -115,18 +114,7 @@ def validate_many(
     # Workers get the extracted arrays, not Structures: unpickling a Structure rebuilds every site.
     jobs = [(_cell_or_none(s) or s, intent) for s, intent in zip(structures, intent_list)]
     workers = workers or os.cpu_count() or 1
-    bar = tqdm(total=len(jobs), desc="validating", unit="struct", disable=not progress)
-    if workers <= 1 or len(jobs) < _SERIAL_BELOW:
-        reports = []
-        for job in jobs:
-            reports.append(_validate_pair(job))
-            bar.update()
-    else:
-        chunksize = max(1, min(64, len(jobs) // (workers * 8)))
-        with mp.get_context("fork").Pool(workers) as pool:
-            reports = []
-            for report in pool.imap(_validate_pair, jobs, chunksize=chunksize):
-                reports.append(report)
-                bar.update()
-    bar.close()
+    reports = parallel_map(_validate_pair, jobs, workers=workers, desc="validating", unit="struct", leave=True,
+                           chunksize=max(1, min(64, len(jobs) // (workers * 8))), progress=progress,
+                           serial_below=_SERIAL_BELOW)
     return BatchValidation(reports, summarize(reports))

@@ -4,7 +4,7 @@ Modules: `protocol` (the `Generator` protocol), `baseline` (PyXtal), `oracle` (g
 truth as a generator), `generation` (seeded, fault-tolerant runs), `scoring` (per-crystal
 validity, reports), `metrics` (match/RMSE, uniqueness, novelty, coverage, Wasserstein),
 `fingerprints` (CDVAE's, needs matminer), `consistency` (plan vs result), `csp` and `dng`
-(the two tasks), `report` and `plots` (JSON, PNG), `datasets`, `parallel`.
+(the two tasks), `report` and `plots` (JSON, PNG), `datasets`; process pools come from `crystalgen.parallel`.
 """
 
 from crystalgen.evaluation.baseline import PyXtalBaseline, PyXtalConfig

@@ -17,7 +17,7 @@ from pymatgen.core import Structure
 
 from crystalgen.evaluation.generation import generate_csp
 from crystalgen.evaluation.metrics import MATCHER_KWARGS, summarise_matches
-from crystalgen.evaluation.parallel import parallel_map
+from crystalgen.parallel import parallel_map
 from crystalgen.evaluation.protocol import Generator, generator_name
 from crystalgen.evaluation.scoring import CSPItemScore, score_csp_item, summarise_scores
 

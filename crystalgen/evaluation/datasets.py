@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from pymatgen.core import Structure
 
-from crystalgen.evaluation.parallel import parallel_map
+from crystalgen.parallel import parallel_map
 
 
 @dataclass

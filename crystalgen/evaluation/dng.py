@@ -26,7 +26,7 @@ from crystalgen.evaluation.metrics import (
     unique_mask,
     wasserstein,
 )
-from crystalgen.evaluation.parallel import parallel_map
+from crystalgen.parallel import parallel_map
 from crystalgen.evaluation.protocol import Generator, generator_name
 from crystalgen.evaluation.scoring import CrystalScore, score_crystal_task, summarise_scores
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from pymatgen.core import Composition
 
-from crystalgen.evaluation.parallel import parallel_map
+from crystalgen.parallel import parallel_map
 from crystalgen.evaluation.protocol import Generator
 from crystalgen.results import GenerationResult
 

@@ -93,7 +93,7 @@ def novel_mask(
     workers: int = 1,
 ) -> list[bool]:
     """True for crystals that match no reference crystal of the same reduced formula."""
-    from crystalgen.evaluation.parallel import parallel_map
+    from crystalgen.parallel import parallel_map
 
     ref_groups = _groups_by_formula(reference)
     tasks = [(s, [reference[j] for j in ref_groups.get(s.composition.reduced_formula, [])]) for s in structures]

@@ -1,7 +1,8 @@
-"""A process-pool map with a progress bar, used for StructureMatcher and validation.
+"""A process-pool map with a progress bar: validation, CIF writing, evaluation scoring.
 
-Scoring is CPU-bound pure Python (pymatgen), so threads do not help; processes do.
-`workers <= 1` runs in this process, which keeps tests and debugging simple.
+That work is CPU-bound pure Python (pymatgen, spglib), so threads do not help; processes
+do. Small batches, ``workers <= 1`` and platforms without ``fork`` run in this process,
+which also keeps tests and debugging simple.
 """
 
 from __future__ import annotations
@@ -24,16 +25,20 @@ def parallel_map(
     desc: str | None = None,
     chunksize: int = 4,
     progress: bool = True,
+    serial_below: int = 2,
+    unit: str = "it",
+    leave: bool = False,
 ) -> list[R]:
-    """`[fn(x) for x in items]`, over `workers` processes, in input order.
+    """`[fn(x) for x in items]`, over `workers` processes, in input order; in this process
+    when there are fewer than ``serial_below`` items (a pool costs more than it saves).
 
     `fn` must be a module-level function (it is pickled). Forked workers inherit the
     parent's imports, so the per-process start cost is small.
     """
     items = list(items)
-    bar = tqdm(total=len(items), desc=desc, disable=not progress, leave=False)
+    bar = tqdm(total=len(items), desc=desc, unit=unit, disable=not progress, leave=leave)
     try:
-        if workers <= 1 or len(items) <= 1:
+        if workers <= 1 or len(items) < max(serial_below, 2) or "fork" not in multiprocessing.get_all_start_methods():
             out = []
             for item in items:
                 out.append(fn(item))
