@@ -36,6 +36,10 @@ from crystalgen.representation.vocab import VOCAB_SIZE
 
 #: value kind code -> loss name (kinds follow representation.sequence: 0 token, 1..3 values)
 VALUE_HEADS = {1: "length", 2: "angle", 3: "coordinate"}
+#: where the lattice heads' mixture means start: log(L / n_atoms**(1/3)) of real cells
+#: (5th to 95th percentile of the training pool) and angles of 60 to 120 degrees (/ 180)
+LENGTH_VALUE_RANGE = (0.6, 1.6)
+ANGLE_VALUE_RANGE = (1 / 3, 2 / 3)
 HEAD_NAMES = ("token", *VALUE_HEADS.values())
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 
@@ -86,8 +90,8 @@ class CrystalModel(nn.Module):
         k = self.config.n_mixture
         self.value_heads = nn.ModuleDict(
             {
-                "length": GaussianMixtureHead(h, k),
-                "angle": GaussianMixtureHead(h, k),
+                "length": GaussianMixtureHead(h, k, LENGTH_VALUE_RANGE),
+                "angle": GaussianMixtureHead(h, k, ANGLE_VALUE_RANGE),
                 "coordinate": VonMisesMixtureHead(h, k),
             }
         )
