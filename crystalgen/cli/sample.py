@@ -47,16 +47,20 @@ def _summary_table(results) -> str:
 @click.option("--model", "model_path", type=click.Path(exists=True, file_okay=False),
               help="Model directory (default: the model shipped with crystalgen).")
 @click.option("--out", "out", type=click.Path(dir_okay=True), required=True,
-              help="Output: a folder (one CIF each) or a file (.cif, .extxyz, .json, .h5).")
+              help="Output: a folder (one CIF each) or a file (.cif, .extxyz, .json, .h5). An existing file, "
+                   "or a folder holding files, is refused unless --overwrite is given.")
 @click.option("--format", "fmt", type=click.Choice(["cif", "extxyz", "json", "h5"]),
-              help="Output format (default: from the --out suffix; a folder means cif).")
+              help="Output format (default: from the --out suffix; a folder means cif). "
+                   "A suffix of another format is refused.")
+@click.option("--overwrite", is_flag=True,
+              help="Write into an existing --out: replace only files of the same names, keep everything else.")
 @click.option("--trace", is_flag=True, help="Print each crystal's reasoning trace.")
 @click.option("--only-valid", is_flag=True, help="Keep sampling until n crystals pass every validator check.")
 @click.option("--min-distance", type=click.FloatRange(0), default=0.5, show_default=True,
               help="Distance guard (Å): redraw a site's last free coordinate while its atoms would come closer "
                    "than this to atoms already placed; 0 samples the model unguarded.")
 def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, seed, batch_size, workers, device,
-            model_path, out, fmt, trace, only_valid, min_distance) -> None:
+            model_path, out, fmt, overwrite, trace, only_valid, min_distance) -> None:
     """Generate crystal structures and write them to OUT.
 
     \b
@@ -65,8 +69,13 @@ def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, s
       crystalgen sample --chemsys Li-Fe-O -n 100 --out lfo.extxyz
     """
     from crystalgen.api import CrystalGenerator, GenerationRequest, RequestError
-    from crystalgen.io import write_results
+    from crystalgen.io import check_target, write_results
+    from crystalgen.output_paths import OutputError
 
+    try:
+        check_target(out, fmt, overwrite)
+    except OutputError as err:
+        raise click.ClickException(str(err)) from None
     element_list = [e for e in elements.split(",")] if elements else None
     try:
         gen = CrystalGenerator.from_pretrained(model_path, device=device, workers=workers)
@@ -83,7 +92,10 @@ def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, s
     elapsed = time.perf_counter() - start
     if not results:
         raise click.ClickException("the model produced no crystal for this request; nothing written")
-    write_results(results, out, fmt)
+    try:
+        write_results(results, out, fmt, overwrite)
+    except OutputError as err:
+        raise click.ClickException(str(err)) from None
     if trace:
         for i, r in enumerate(results):
             click.echo(f"--- crystal {i} ({r.structure.composition.reduced_formula}, "
