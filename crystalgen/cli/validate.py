@@ -1,8 +1,9 @@
 """`crystalgen validate PATH... [--json OUT]`: check structures and print pass rates.
 
-PATH may be CIF files, folders of CIFs, CSV/CSV.gz files with a `cif` column,
-extxyz or matbench json.gz files. An unreadable file or entry is reported on
-stderr and skipped; the exit status is 1 if anything could not be read.
+PATH may be CIF files, folders of CIFs (read with their subfolders), CSV/CSV.gz
+files with a `cif` column, extxyz or matbench json.gz files. An unreadable file or
+entry is reported on stderr and skipped; the exit status is 1 if anything could not
+be read, or if no structure was found at all.
 The JSON shape (`summary`, `structures`) is read by other tools: keep it stable.
 """
 
@@ -24,12 +25,13 @@ def _format_rate(rate: float | None) -> str:
 
 
 def print_table(summary: dict[str, Any]) -> None:
-    """A plain pass-rate table, one row per check and one for the overall verdict."""
-    click.echo(f"{'check':<12} {'pass rate':>9}")
-    for name in (*CHECK_NAMES, "pass"):
-        label = "overall" if name == "pass" else name
-        click.echo(f"{label:<12} {_format_rate(summary.get(name)):>9}")
-    click.echo(f"{'structures':<12} {summary['n']:>9}")
+    """A plain pass-rate table: one row per check, the overall verdict, and the two distance rules
+    (CDVAE's 0.5 Å `structural_validity` for literature comparisons, the `physical_validity` in use)."""
+    labels = {"pass": "overall", "structural_validity": "structural (CDVAE)", "physical_validity": "physical"}
+    click.echo(f"{'check':<18} {'pass rate':>9}")
+    for name in (*CHECK_NAMES, "pass", "structural_validity", "physical_validity"):
+        click.echo(f"{labels.get(name, name):<18} {_format_rate(summary.get(name)):>9}")
+    click.echo(f"{'structures':<18} {summary['n']:>9}")
 
 
 @click.command(name="validate")
@@ -53,7 +55,10 @@ def command(paths: tuple[Path, ...], json_out: Path | None, workers: int | None,
             errors.append({"path": str(path), "id": None, "error": str(exc)})
             click.echo(f"error: {exc}", err=True)
 
-    batch = validate_many(structures, workers=workers, progress=not quiet)
+    if not structures:
+        click.echo(f"error: no structures found in {', '.join(str(p) for p in paths)}", err=True)
+        sys.exit(1)
+    batch = validate_many(structures, workers=workers, progress=not quiet and sys.stderr.isatty())
     print_table(batch.summary)
     if errors:
         click.echo(f"{len(errors)} file(s) or entries could not be read (see above)", err=True)
