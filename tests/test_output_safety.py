@@ -122,3 +122,4 @@ def test_screen_and_evaluate_refuse_to_clobber(tmp_path):
     report.write_text("earlier figures")
     res = CliRunner().invoke(main, ["evaluate", "dng", "-n", "1", "--json", str(report)])
     assert res.exit_code != 0 and "already exists" in res.output and report.read_text() == "earlier figures"
+

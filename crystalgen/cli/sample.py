@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
+from collections import Counter
 
 import click
 
@@ -26,6 +28,25 @@ def _summary_table(results) -> str:
         if key in rates:
             lines.append(f"{'plan ' + key:<18}{rates[key]:>10.1%}")
     return "\n".join(lines)
+
+
+def _attempt_budget(gen, n: int) -> int | None:
+    """How many crystals ``generate(only_valid=True)`` draws before giving up (its max_rounds x n)."""
+    rounds = inspect.signature(gen.generate).parameters.get("max_rounds")
+    return None if rounds is None or not isinstance(rounds.default, int) else rounds.default * n
+
+
+def _only_valid_shortfall(n_kept: int, n: int, unfiltered, budget: int | None) -> str:
+    """One line on why --only-valid fell short: how many were drawn, and which checks failed most
+    among the first crystals drawn (the same seed, without the filter)."""
+    tried = f" in {budget} attempts" if budget else ""
+    head = f"--only-valid: {n_kept} of {n} requested crystals passed every check{tried}"
+    failures = Counter(name for r in unfiltered if r.report
+                       for name, c in r.report["checks"].items() if c.get("pass") is False)
+    if not failures:
+        return head
+    worst = ", ".join(f"{name} {k} of {len(unfiltered)}" for name, k in failures.most_common(3))
+    return f"{head}; checks failing most among the first {len(unfiltered)} drawn: {worst}"
 
 
 @click.command("sample")
@@ -84,12 +105,18 @@ def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, s
     except (RequestError, FileNotFoundError) as err:
         raise click.UsageError(str(err)) from None
     start = time.perf_counter()
+    unfiltered = []
     try:
         results = gen.generate(request, n, temperature, seed, batch_size, validate=True, only_valid=only_valid,
                                progress=sys.stderr.isatty(), min_distance=min_distance)
+        if only_valid and len(results) < n:  # the same seed redraws the first round, to say what failed
+            unfiltered = gen.generate(request, n, temperature, seed, batch_size, validate=True,
+                                      min_distance=min_distance)
     finally:
         gen.close()
     elapsed = time.perf_counter() - start
+    if only_valid and len(results) < n:
+        click.echo(_only_valid_shortfall(len(results), n, unfiltered, _attempt_budget(gen, n)), err=True)
     if not results:
         raise click.ClickException("the model produced no crystal for this request; nothing written")
     try:
