@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import click
@@ -18,7 +19,7 @@ import click
               help="Ray cluster address (e.g. 'auto' or 'ray://host:10001'); without it a local Ray instance is started.")
 @click.option("--workers", type=int, default=None, help="Parallel shards (default: [run] workers of the config).")
 @click.option("--dry-run", is_flag=True, help="List the shards and their seeds, run nothing.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--quiet", is_flag=True, help="No progress bars (there are none when stderr is not a terminal).")
 @click.option("--overwrite", is_flag=True,
               help="Run in an existing folder that holds other files (they are kept; only the run's own names are written).")
 def command(config_path: Path, run_dir: Path, executor: str, address: str | None, workers: int | None,
@@ -52,7 +53,8 @@ def command(config_path: Path, run_dir: Path, executor: str, address: str | None
             check_output_folder(run_dir, overwrite)
     except OutputError as err:
         raise click.ClickException(str(err)) from None
-    result = run_screen(config, run_dir, executor=executor, address=address, workers=workers, progress=not quiet)
+    result = run_screen(config, run_dir, executor=executor, address=address, workers=workers,
+                        progress=not quiet and sys.stderr.isatty())
     click.echo(funnel_markdown(result.funnel))
     for w in result.warnings:
         click.echo(f"warning: {w}", err=True)
