@@ -56,17 +56,19 @@ def output_format(path: str | Path, fmt: str | None, formats: tuple[str, ...]) -
 
 
 def _check_parent(path: Path) -> None:
-    parent = path.parent
-    if not parent.exists():
-        raise OutputError(f"cannot write {path}: folder {parent} does not exist")
-    if not parent.is_dir():
-        raise OutputError(f"cannot write {path}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write {path}: folder {parent} is not writable")
+    """The folders above ``path`` exist or can be made: the nearest existing one is a writable folder."""
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(f"cannot write {path}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {path}: folder {ancestor} is not writable")
 
 
 def check_output_file(path: str | Path, overwrite: bool = False) -> Path:
-    """Refuse a file target that is a folder, sits in a missing/unwritable folder, or exists (unless ``overwrite``)."""
+    """Refuse a file target that is a folder, cannot get its folder (a file in the way, no write
+    permission), or exists (unless ``overwrite``)."""
     path = Path(os.path.abspath(path))
     if path.is_dir():
         raise OutputError(f"cannot write {path}: it is a folder, and a file is expected here")
@@ -109,6 +111,7 @@ def staged_folder(path: Path, overwrite: bool = False) -> Iterator[Path]:
     """
     path = check_output_folder(path, overwrite)
     existed = path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".crystalgen-", dir=path if existed else path.parent))
     try:
         yield tmp
@@ -130,6 +133,7 @@ def staged_folder(path: Path, overwrite: bool = False) -> Iterator[Path]:
 def staged_file(path: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary file path beside ``path``; on success rename it onto ``path``."""
     path = check_output_file(path, overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield tmp / path.name

@@ -71,7 +71,7 @@ def test_existing_file_is_replaced_only_with_overwrite(tmp_path, results):
     [
         (lambda p: (p / "lfp").write_text("a file"), "lfp", [], "a folder is expected"),
         (lambda p: (p / "x.json").mkdir(), "x.json", [], "a file is expected"),
-        (lambda p: None, "missing/out.json", [], "does not exist"),
+        (lambda p: (p / "notes").write_text("a file"), "notes/run/out.json", [], "is a file, not a folder"),
         (lambda p: None, "x.json", ["--format", "h5"], "does not match the extension"),
         (lambda p: None, "x.cif", ["--format", "extxyz"], "does not match the extension"),
     ],
@@ -85,6 +85,12 @@ def test_unwritable_out_fails_in_one_line_before_generating(tmp_path, monkeypatc
     assert len(res.output.strip().splitlines()) == 1
     assert "Traceback" not in res.output and "wrote" not in res.output
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_missing_folders_above_the_target_are_made(tmp_path, results):
+    write_results(results, tmp_path / "runs" / "a" / "cifs")
+    write_results(results, tmp_path / "runs" / "b" / "x.json")
+    assert len(list((tmp_path / "runs" / "a" / "cifs").glob("*.cif"))) == 3 and (tmp_path / "runs" / "b" / "x.json").exists()
 
 
 def test_outputs_follow_the_umask(tmp_path, results):
