@@ -68,6 +68,16 @@ def test_folders_are_read_with_their_subfolders_and_empty_input_fails(tmp_path):
     assert [s["id"] for s in doc["structures"]] == ["a/b/NaCl"] and doc["summary"]["pass"] == 1.0
 
 
+def test_existing_json_report_is_kept_unless_overwrite(tmp_path):
+    out = tmp_path / "report.json"
+    out.write_text("an earlier report")
+    nacl = str(EXAMPLES / "reference" / "NaCl.cif")
+    result = CliRunner().invoke(main, ["validate", nacl, "--json", str(out), "--quiet"])
+    assert result.exit_code == 1 and "already exists" in result.output and out.read_text() == "an earlier report"
+    result = CliRunner().invoke(main, ["validate", nacl, "--json", str(out), "--quiet", "--overwrite"])
+    assert result.exit_code == 0 and json.loads(out.read_text())["summary"]["n"] == 1
+
+
 def test_help():
     result = CliRunner().invoke(main, ["validate", "--help"])
     assert result.exit_code == 0 and "--json" in result.output

@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from crystalgen.data.readers import ReaderError, read_structures_parallel
+from crystalgen.output_paths import OutputError, check_output_file
 from crystalgen.validators import CHECK_NAMES, validate_many
 
 
@@ -39,8 +40,14 @@ def print_table(summary: dict[str, Any]) -> None:
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="write the full report as JSON")
 @click.option("--workers", type=int, default=None, help="processes to validate with (default: all cores)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
-def command(paths: tuple[Path, ...], json_out: Path | None, workers: int | None, quiet: bool) -> None:
+@click.option("--overwrite", is_flag=True, help="replace an existing --json file (refused otherwise)")
+def command(paths: tuple[Path, ...], json_out: Path | None, workers: int | None, quiet: bool, overwrite: bool) -> None:
     """Validate crystal structures (distances, lattice, SMACT charge neutrality, symmetry)."""
+    if json_out is not None:
+        try:
+            check_output_file(json_out, overwrite)
+        except OutputError as err:
+            raise click.ClickException(str(err)) from None
     ids, structures, errors = [], [], []
     for path in paths:
         try:
@@ -68,6 +75,7 @@ def command(paths: tuple[Path, ...], json_out: Path | None, workers: int | None,
             "structures": [{"id": i, **r.as_dict()} for i, r in zip(ids, batch.reports)],
             "errors": errors,
         }
+        json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(document, indent=1, default=_json_default))
         click.echo(f"wrote {json_out}")
     sys.exit(1 if errors else 0)
