@@ -6,7 +6,14 @@ the CLI and for code (training on a GPU box) that never touches pymatgen.
 
 from __future__ import annotations
 
+import os
 from importlib import metadata
+
+# spglib's C library prints warnings such as "get_bravais_exact_positions_and_lattice failed" on
+# stderr whenever a symmetry search at a loose tolerance gives up; crystalgen handles those results
+# (a failed check, a P1 CIF), so they are noise. Errors are still raised or returned; setting
+# SPGLIB_WARNING yourself (e.g. to ON) overrides this.
+os.environ.setdefault("SPGLIB_WARNING", "OFF")
 
 try:
     __version__ = metadata.version("crystalgen")

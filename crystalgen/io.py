@@ -1,38 +1,21 @@
 """Writing generated crystals: symmetrised CIF, extxyz, JSON and HDF5.
 
-Every writer goes through a temporary path in the destination's folder and renames it
-at the end, so an interrupted or failed run never leaves a partial file behind.
+Every writer goes through a temporary path beside the destination and moves only its
+own files into place at the end (:mod:`crystalgen.output_paths`), so an interrupted or
+failed run never leaves a partial file behind and never removes a file it did not write.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
+from crystalgen.output_paths import OutputTarget, output_target, staged_file, staged_folder
 from crystalgen.results import GenerationResult
 
 FORMATS = ("cif", "extxyz", "json", "h5")
-
-
-@contextmanager
-def atomic_path(path: Path, directory: bool = False) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; move it into place only on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    target = tmp if directory else tmp / path.name
-    try:
-        yield target
-        if directory and path.exists():
-            shutil.rmtree(path)
-        os.replace(target, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def cif_string(result: GenerationResult, symprec: float = 0.01) -> str:
@@ -66,25 +49,35 @@ def _names(results: Sequence[GenerationResult]) -> list[str]:
     return [f"{i:05d}_{r.structure.composition.reduced_formula}" for i, r in enumerate(results)]
 
 
-def write_results(results: Sequence[GenerationResult], path: str | Path, fmt: str | None = None) -> Path:
+def check_target(path: str | Path, fmt: str | None = None, overwrite: bool = False) -> OutputTarget:
+    """Check where :func:`write_results` would write, before any crystal is generated.
+
+    The format comes from ``fmt`` or the suffix (a suffix-less path is a folder of CIFs);
+    raises :class:`crystalgen.output_paths.OutputError` for a mismatch, a missing or
+    unwritable folder, a file where a folder is expected (or the reverse), or an existing
+    target without ``overwrite``.
+    """
+    return output_target(path, fmt, FORMATS, overwrite)
+
+
+def write_results(results: Sequence[GenerationResult], path: str | Path, fmt: str | None = None,
+                  overwrite: bool = False) -> Path:
     """Write results to ``path`` in ``fmt`` (default: from the suffix; a folder for ``cif``).
 
     cif: a folder of one symmetrised CIF per structure, or one multi-block ``.cif`` file;
     extxyz: all structures as frames of one file, with log-likelihood and validity;
     json: a list of ``GenerationResult.as_dict()``; h5: structures, traces and reports.
+    An existing file, or a folder holding files, is written into only with ``overwrite``,
+    and then only files of the same names are replaced.
     """
-    path = Path(path)
-    fmt = fmt or {".cif": "cif", ".xyz": "extxyz", ".extxyz": "extxyz", ".json": "json", ".h5": "h5"}.get(
-        path.suffix.lower(), "cif"
-    )
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; choose from {FORMATS}")
-    if fmt == "cif" and path.suffix.lower() != ".cif":
-        with atomic_path(path, directory=True) as tmp:
+    target = check_target(path, fmt, overwrite)
+    fmt = target.fmt
+    if target.folder:
+        with staged_folder(target.path, overwrite) as tmp:
             for name, text in zip(_names(results), cif_strings(results)):
                 (tmp / f"{name}.cif").write_text(text)
-        return path
-    with atomic_path(path) as tmp:
+        return Path(path)
+    with staged_file(target.path, overwrite) as tmp:
         if fmt == "cif":
             blocks = []
             for name, text in zip(_names(results), cif_strings(results)):
@@ -104,7 +97,7 @@ def write_results(results: Sequence[GenerationResult], path: str | Path, fmt: st
             tmp.write_text(json.dumps([r.as_dict() for r in results]))
         else:
             write_h5(results, tmp)
-    return path
+    return Path(path)
 
 
 def write_h5(results: Sequence[GenerationResult], path: Path) -> None:

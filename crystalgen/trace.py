@@ -92,13 +92,14 @@ def _plan_parts(key: tuple) -> tuple[dict[str, Any], tuple[tuple[str, str], ...]
         "density": [lo, hi],
     }
     charge = sum(p["oxidation_states"][el] * n for el, n in comp.get_el_amt_dict().items())
+    p["net_charge"] = float(charge)
     ox = ", ".join(f"{el} {q:+d}" for el, q in p["oxidation_states"].items())
     sites = ", ".join(f"{s['element']} on {s['wyckoff']}" for s in p["sites"])
     steps = (
         ("Composition", f"{comp.reduced_formula}: elements {', '.join(str(e) for e in comp.elements)}; "
                         f"mean electronegativity {_mean_en(comp):.2f}"),
-        ("Oxidation states", f"{ox} (net charge per cell {charge:+g}"
-                             f"{', neutral' if charge == 0 else ''})"),
+        ("Oxidation states", f"{ox} (net charge per cell {charge:+g}, "
+                             f"{'neutral' if charge == 0 else 'not charge-neutral'})"),
         ("Crystal system and space group", f"{p['crystal_system']}, {p['spacegroup_symbol']} (No. {p['spacegroup']})"),
         ("Formula units", f"Z = {p['Z']}: {p['formula']}, {p['num_atoms']} atoms in the conventional cell"),
         ("Wyckoff site plan", sites),
@@ -181,17 +182,44 @@ def _mean_en(comp: Composition) -> float:
     return sum(Element(el).X * n for el, n in comp.get_el_amt_dict().items()) / total
 
 
+def _net_charge(plan: dict[str, Any]) -> float:
+    if "net_charge" in plan:
+        return plan["net_charge"]
+    amounts = Composition(plan["formula"]).get_el_amt_dict()
+    return float(sum(q * amounts.get(el, 0) for el, q in plan["oxidation_states"].items()))
+
+
+def _plan_verdict(trace: dict[str, Any]) -> str:
+    """Whether the result follows its plan, said next to the validators' verdict so a
+    'valid' crystal that left its plan (or a plan that is not charge-neutral) is never
+    reported as if all were fine."""
+    v, c, p = trace["verdict"], trace["consistency"], trace["plan"]
+    issues = []
+    charge = _net_charge(p)
+    if charge != 0:
+        issues.append(f"oxidation states not charge-neutral (net {charge:+g} per cell)")
+    if not c["spacegroup"]:
+        found = v["found_spacegroup"]
+        issues.append(f"space group differs (planned {spacegroup_symbol(p['spacegroup'])}, "
+                      f"got {spacegroup_symbol(found) if found else 'unknown'})")
+    if not c["composition"]:
+        issues.append(f"composition differs (planned {p['formula']}, got {v['formula']})")
+    if not c["density"]:
+        issues.append(f"density outside the planned {p['density'][0]:.2f}-{p['density'][1]:.2f} g/cm^3")
+    return "plan: " + (", ".join(issues) if issues else "followed")
+
+
 def render_trace(trace: dict[str, Any]) -> str:
     """The trace as numbered, human-readable lines."""
     lines = [f"{s['step']}. {s['title']}: {s['text']}" for s in trace["steps"]]
     v, c, p = trace["verdict"], trace["consistency"], trace["plan"]
     n = len(lines) + 1
-    if v["valid"] is not None:
-        status = "valid" if v["valid"] else f"INVALID ({', '.join(v['failed_checks'])} failed)"
-        lines.append(f"{n}. Validators: {status}")
-        n += 1
     found = v["found_spacegroup"]
     found_txt = f"{spacegroup_symbol(found)} (No. {found})" if found else "unknown"
+    if v["valid"] is not None:
+        status = "valid" if v["valid"] else f"INVALID ({', '.join(v['failed_checks'])} failed)"
+        lines.append(f"{n}. Validators: {status}; {_plan_verdict(trace)}")
+        n += 1
     lines.append(
         f"{n}. Plan vs result: space group {found_txt} "
         f"{'matches' if c['spacegroup'] else 'differs from'} the plan; composition {v['formula']} "

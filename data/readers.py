@@ -3,7 +3,8 @@
 `read_structures(path)` dispatches on the path:
 - CSV or CSV.gz with a `cif` column (CDVAE / DiffCSP benchmark layout, `../shared/data`);
   ids from `material_id` (else the row number), every other column becomes a property;
-- a folder of `.cif` files, or a single `.cif` file (id: the file name without `.cif`);
+- a folder of `.cif` files, subfolders included (id: the path below the folder without
+  `.cif`, e.g. `NaCl` or `reference/NaCl`; hidden folders are skipped), or a single `.cif` file;
 - extended XYZ (`.extxyz`, `.xyz`; read with ASE), one record per frame;
 - matbench-format datasets (`.json` / `.json.gz` with a `structure` column, pandas
   "split" orient: `{"index", "columns", "data"}`). The `matbench` package itself pins
@@ -121,9 +122,15 @@ def _iter_cif_file(path: Path) -> Iterator[RawEntry]:
 
 
 def _iter_cif_dir(path: Path) -> Iterator[RawEntry]:
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.name.lower().endswith(CIF_SUFFIXES))
+    files = sorted(
+        p for p in path.rglob("*")
+        if p.is_file() and p.name.lower().endswith(CIF_SUFFIXES)
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )
     for file in files:
-        yield from _iter_cif_file(file)
+        for entry in _iter_cif_file(file):
+            entry.id = file.relative_to(path).as_posix().rsplit(".", 1)[0]
+            yield entry
 
 
 def _iter_extxyz(path: Path) -> Iterator[RawEntry]:

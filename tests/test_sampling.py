@@ -17,10 +17,13 @@ from crystalgen.cli import main
 from crystalgen.io import read_h5, write_results
 from crystalgen.results import GenerationResult
 
-# what the shipped model must at least reach (it measured more: see MODEL_CARD.md)
-NACL_VALID = 0.8
+# what the shipped model must at least reach (it measured more: see MODEL_CARD.md). "valid" is the
+# validators' verdict with the physical distance rule: unguarded, seeds 0-2 measured NaCl 0.71-0.77,
+# de novo 0.28-0.35 (physical distances 0.36-0.42, CDVAE structural 0.82-0.84).
+NACL_VALID = 0.55
 DENOVO_STRUCTURAL = 0.6
-DENOVO_VALID = 0.35
+DENOVO_PHYSICAL = 0.25
+DENOVO_VALID = 0.2
 PLAN_SPACEGROUP_AGREEMENT = 0.6
 
 
@@ -197,7 +200,7 @@ def test_symmetrised_cif_keeps_the_space_group(tmp_path):
 
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-    examples = Path(__file__).resolve().parents[1] / "examples"
+    examples = Path(__file__).resolve().parents[1] / "examples" / "reference"
     structures = [Structure.from_file(examples / name) for name in ("LiFePO4.cif", "NaCl.cif")]
     write_results([GenerationResult(s) for s in structures], tmp_path / "cifs")
     paths = sorted((tmp_path / "cifs").glob("*.cif"))
@@ -242,9 +245,12 @@ def test_shipped_model_makes_valid_crystals(gen):
     denovo = gen.sample(n=96, seed=0, min_distance=0)
     assert len(nacl) == 48 and len(denovo) == 96
     assert np.mean([r.valid for r in nacl]) >= NACL_VALID
-    structural = np.mean([r.report["checks"]["distance"]["pass"] and r.report["checks"]["lattice"]["pass"]
+    structural = np.mean([r.report["checks"]["distance"]["cdvae_pass"] and r.report["checks"]["lattice"]["pass"]
                           for r in denovo])
     assert structural >= DENOVO_STRUCTURAL, structural
+    physical = np.mean([r.report["checks"]["distance"]["pass"] and r.report["checks"]["lattice"]["pass"]
+                        for r in denovo])
+    assert DENOVO_PHYSICAL <= physical <= structural, (physical, structural)
     assert np.mean([r.valid for r in denovo]) >= DENOVO_VALID
 
 
@@ -254,7 +260,7 @@ def test_distance_guard_keeps_atoms_apart(gen):
     unguarded = gen.sample(n=64, formula="Li2MnO3", seed=0, min_distance=0)
 
     def apart(results):
-        return np.mean([r.report["checks"]["distance"]["pass"] for r in results])
+        return np.mean([r.report["checks"]["distance"]["cdvae_pass"] for r in results])  # the guard's 0.5 Å
 
     assert apart(guarded) >= 0.9 and apart(guarded) > apart(unguarded), (apart(guarded), apart(unguarded))
     assert all(r.metadata["min_distance"] == 0.5 for r in guarded)

@@ -316,7 +316,7 @@ def test_cross_shard_duplicates_are_removed(tmp_path):
     for c in copy["candidates"]:
         c["key"] = c["key"].replace("-s0000-", "-s0001-")
     candidates, funnel = merge_shards(cfg, [first, copy])
-    originals = [c for c in candidates if c["shard_index"] == 0 and c["duplicate_of"] is None]
+    originals = [c for c in candidates if c["shard_index"] == 0 and c["passed_filters"] and c["duplicate_of"] is None]
     copies = [c for c in candidates if c["shard_index"] == 1 and c["passed_filters"]]
     assert copies and all(c["duplicate_of"] is not None and "-s0000-" in c["duplicate_of"] for c in copies)
     assert funnel["NaCl"]["unique"] == len(originals) == result.funnel["NaCl"]["unique"]
@@ -339,7 +339,7 @@ def test_formation_energy_ranking_uses_reference_elements(tmp_path):
     from ase.calculators.lj import LennardJones
 
     rank = 'by = "formation_energy"\ncalculator = "ase.calculators.lj:LennardJones"'
-    result = run_screen(ScreenConfig.from_toml(write_config(tmp_path / "c.toml", nacl=2, lio=2, rank=rank)),
+    result = run_screen(ScreenConfig.from_toml(write_config(tmp_path / "c.toml", nacl=2, lio=6, rank=rank)),
                         tmp_path / "run", progress=False)
 
     def lj_energy(s: Structure) -> float:

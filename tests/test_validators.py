@@ -29,7 +29,7 @@ def nacl(pool_records) -> Structure:
     """Rock-salt-type DyHoZn2 would do too; NaCl is built from the shipped example CIF."""
     from pathlib import Path
 
-    return Structure.from_file(Path(__file__).parents[1] / "examples" / "NaCl.cif")
+    return Structure.from_file(Path(__file__).parents[1] / "examples" / "reference" / "NaCl.cif")
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,12 @@
-"""Interatomic-distance check: are any two atoms on top of each other?
+"""Interatomic-distance check: are any two atoms closer than real crystals ever put them?
 
-Follows the CDVAE structural-validity rule: the smallest minimum-image distance
-between two distinct sites must exceed 0.5 Å (a site's distance to its own
-periodic image is not counted, as in CDVAE's padded distance matrix).
+Two rules. The CDVAE rule (smallest minimum-image distance between two distinct sites
+> 0.5 Å; a site's distance to its own periodic image is not counted) is kept for
+``structural_validity`` and literature comparisons, but it passes Na-Cl at 0.58 Å.
+The check's verdict is physical: every pair must also keep at least
+``MIN_COVALENT_RATIO`` of the sum of its covalent radii. Real crystals do (calibrated
+by ``benchmarks/calibrate_distance.py`` on MPTS-52 test crystals:
+``docs/results/distance_calibration.json``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,17 @@ from pymatgen.core import Lattice, Structure
 from crystalgen.validators.cell import Cell, as_cell
 from crystalgen.validators.result import CheckResult
 
+#: CDVAE's structural-validity rule, in Å
 MIN_DISTANCE_A = 0.5
+#: physical rule: smallest distance / (r_cov_i + r_cov_j) must be at least this
+MIN_COVALENT_RATIO = 0.65
+
+
+def pair_min_distance(z_i: int | np.ndarray, z_j: int | np.ndarray, ratio: float = MIN_COVALENT_RATIO) -> np.ndarray:
+    """Closest approach (Å) the physical rule allows between elements ``z_i`` and ``z_j``:
+    ``max(0.5, ratio * (r_cov_i + r_cov_j))``; broadcasts over arrays of atomic numbers."""
+    radii = covalent_radii[np.asarray(z_i)] + covalent_radii[np.asarray(z_j)]
+    return np.maximum(MIN_DISTANCE_A, ratio * radii)
 
 
 def min_distances(structure: Structure | Cell) -> tuple[float, float]:
@@ -36,14 +50,19 @@ def min_distances(structure: Structure | Cell) -> tuple[float, float]:
 
 
 def check_distance(structure: Structure | Cell) -> CheckResult:
-    """Pass if the smallest interatomic distance exceeds 0.5 Å; never raises."""
+    """Pass if no pair is closer than :func:`pair_min_distance`; never raises.
+
+    ``details["cdvae_pass"]`` is the CDVAE verdict alone (smallest distance > 0.5 Å).
+    """
     try:
         cell = as_cell(structure)
         d_min, ratio = min_distances(cell)
     except Exception as exc:  # a malformed structure fails the check instead of raising
-        return CheckResult(False, None, {"error": f"{type(exc).__name__}: {exc}"})
+        return CheckResult(False, None, {"error": f"{type(exc).__name__}: {exc}", "cdvae_pass": False})
     if not np.isfinite(d_min) and len(cell.numbers) >= 2:
-        return CheckResult(False, None, {"error": "non-finite distances"})
+        return CheckResult(False, None, {"error": "non-finite distances", "cdvae_pass": False})
     value = d_min if np.isfinite(d_min) else None
     ratio_value = ratio if np.isfinite(ratio) else None
-    return CheckResult(bool(value is None or d_min > MIN_DISTANCE_A), value, {"min_covalent_ratio": ratio_value})
+    cdvae = bool(value is None or d_min > MIN_DISTANCE_A)
+    physical = cdvae and (ratio_value is None or ratio_value >= MIN_COVALENT_RATIO)
+    return CheckResult(physical, value, {"min_covalent_ratio": ratio_value, "cdvae_pass": cdvae})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -23,7 +24,7 @@ def prepare_command(sources: tuple[Path, ...], out: Path, workers: int | None, q
     from crystalgen.data.prepare import PrepareConfig, prepare
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    report = prepare(list(sources), out, PrepareConfig(workers=workers, progress=not quiet))
+    report = prepare(list(sources), out, PrepareConfig(workers=workers, progress=not quiet and sys.stderr.isatty()))
     click.echo(report.text())
     click.echo(f"wrote {out} and {out}.report.json in {report.wall_s:.1f} s")
     if report.file_errors:

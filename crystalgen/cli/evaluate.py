@@ -12,7 +12,7 @@ import click
 
 CSP_COLUMNS = ["match_rate", "rmse", "n_test", "n_samples", "validity", "pass_rate", "seconds_generate", "seconds_score"]
 DNG_COLUMNS = [
-    "structural_validity", "compositional_validity", "pass_rate", "fraction_p1", "uniqueness",
+    "structural_validity", "physical_validity", "compositional_validity", "pass_rate", "fraction_p1", "uniqueness",
     "novelty", "cov_recall", "cov_precision", "wdist_density", "wdist_num_elems",
 ]
 
@@ -50,10 +50,23 @@ def _common(f):
         click.option("--workers", type=int, default=2, show_default=True, help="Processes for scoring (and the baseline)."),
         click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write all figures and settings here."),
         click.option("--png", "png_out", type=click.Path(dir_okay=False), default=None, help="Write the PNG summary here."),
+        click.option("--overwrite", is_flag=True, help="Replace existing --json/--png files (refused otherwise)."),
     ]
     for option in reversed(options):
         f = option(f)
     return f
+
+
+def _check_outputs(overwrite: bool, *paths: str | None) -> None:
+    """Refuse unwritable or existing output files before hours of generation, in one line."""
+    from crystalgen.output_paths import OutputError, check_output_file
+
+    for path in paths:
+        if path:
+            try:
+                check_output_file(path, overwrite)
+            except OutputError as err:
+                raise click.ClickException(str(err)) from None
 
 
 @click.group("evaluate")
@@ -66,8 +79,10 @@ def command() -> None:
 @click.option("--samples", "n_samples", type=int, default=1, show_default=True, help="Candidates per test crystal (K).")
 @click.option("--limit", type=int, default=None, help="Score a seeded random subset of this many test crystals.")
 @_common
-def csp(test_path, n_samples, limit, model, baseline, compare, seed, min_distance, workers, json_out, png_out) -> None:
+def csp(test_path, n_samples, limit, model, baseline, compare, seed, min_distance, workers, json_out, png_out,
+        overwrite) -> None:
     """Crystal structure prediction: match rate and RMSE (CDVAE / DiffCSP protocol)."""
+    _check_outputs(overwrite, json_out, png_out)
     from crystalgen.evaluation.csp import CSPConfig, csp_settings, evaluate_csp
     from crystalgen.evaluation.datasets import load_structures
     from crystalgen.evaluation.plots import summary_png
@@ -103,8 +118,9 @@ def csp(test_path, n_samples, limit, model, baseline, compare, seed, min_distanc
 @click.option("--no-coverage", is_flag=True, help="Skip COV-R/COV-P (CrystalNN fingerprints are slow).")
 @_common
 def dng(n, test_path, train_path, test_limit, no_coverage, model, baseline, compare, seed, min_distance, workers,
-        json_out, png_out) -> None:
+        json_out, png_out, overwrite) -> None:
     """De novo generation: validity, uniqueness, novelty, coverage, Wasserstein distances."""
+    _check_outputs(overwrite, json_out, png_out)
     from crystalgen.evaluation.datasets import load_structures
     from crystalgen.evaluation.dng import DNGConfig, dng_settings, evaluate_dng, score_reference
     from crystalgen.evaluation.fingerprints import fingerprint_unavailable_reason

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
+from collections import Counter
 
 import click
 
@@ -28,6 +30,25 @@ def _summary_table(results) -> str:
     return "\n".join(lines)
 
 
+def _attempt_budget(gen, n: int) -> int | None:
+    """How many crystals ``generate(only_valid=True)`` draws before giving up (its max_rounds x n)."""
+    rounds = inspect.signature(gen.generate).parameters.get("max_rounds")
+    return None if rounds is None or not isinstance(rounds.default, int) else rounds.default * n
+
+
+def _only_valid_shortfall(n_kept: int, n: int, unfiltered, budget: int | None) -> str:
+    """One line on why --only-valid fell short: how many were drawn, and which checks failed most
+    among the first crystals drawn (the same seed, without the filter)."""
+    tried = f" in {budget} attempts" if budget else ""
+    head = f"--only-valid: {n_kept} of {n} requested crystals passed every check{tried}"
+    failures = Counter(name for r in unfiltered if r.report
+                       for name, c in r.report["checks"].items() if c.get("pass") is False)
+    if not failures:
+        return head
+    worst = ", ".join(f"{name} {k} of {len(unfiltered)}" for name, k in failures.most_common(3))
+    return f"{head}; checks failing most among the first {len(unfiltered)} drawn: {worst}"
+
+
 @click.command("sample")
 @click.option("--formula", help="Composition to generate, e.g. LiFePO4 (Li4Fe4P4O16 fixes 4 formula units).")
 @click.option("--chemsys", help="Chemical system, e.g. Li-Fe-P-O: crystals with exactly these elements.")
@@ -47,16 +68,20 @@ def _summary_table(results) -> str:
 @click.option("--model", "model_path", type=click.Path(exists=True, file_okay=False),
               help="Model directory (default: the model shipped with crystalgen).")
 @click.option("--out", "out", type=click.Path(dir_okay=True), required=True,
-              help="Output: a folder (one CIF each) or a file (.cif, .extxyz, .json, .h5).")
+              help="Output: a folder (one CIF each) or a file (.cif, .extxyz, .json, .h5). An existing file, "
+                   "or a folder holding files, is refused unless --overwrite is given.")
 @click.option("--format", "fmt", type=click.Choice(["cif", "extxyz", "json", "h5"]),
-              help="Output format (default: from the --out suffix; a folder means cif).")
+              help="Output format (default: from the --out suffix; a folder means cif). "
+                   "A suffix of another format is refused.")
+@click.option("--overwrite", is_flag=True,
+              help="Write into an existing --out: replace only files of the same names, keep everything else.")
 @click.option("--trace", is_flag=True, help="Print each crystal's reasoning trace.")
 @click.option("--only-valid", is_flag=True, help="Keep sampling until n crystals pass every validator check.")
 @click.option("--min-distance", type=click.FloatRange(0), default=0.5, show_default=True,
               help="Distance guard (Å): redraw a site's last free coordinate while its atoms would come closer "
                    "than this to atoms already placed; 0 samples the model unguarded.")
 def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, seed, batch_size, workers, device,
-            model_path, out, fmt, trace, only_valid, min_distance) -> None:
+            model_path, out, fmt, overwrite, trace, only_valid, min_distance) -> None:
     """Generate crystal structures and write them to OUT.
 
     \b
@@ -65,8 +90,13 @@ def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, s
       crystalgen sample --chemsys Li-Fe-O -n 100 --out lfo.extxyz
     """
     from crystalgen.api import CrystalGenerator, GenerationRequest, RequestError
-    from crystalgen.io import write_results
+    from crystalgen.io import check_target, write_results
+    from crystalgen.output_paths import OutputError
 
+    try:
+        check_target(out, fmt, overwrite)
+    except OutputError as err:
+        raise click.ClickException(str(err)) from None
     element_list = [e for e in elements.split(",")] if elements else None
     try:
         gen = CrystalGenerator.from_pretrained(model_path, device=device, workers=workers)
@@ -75,15 +105,24 @@ def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, s
     except (RequestError, FileNotFoundError) as err:
         raise click.UsageError(str(err)) from None
     start = time.perf_counter()
+    unfiltered = []
     try:
         results = gen.generate(request, n, temperature, seed, batch_size, validate=True, only_valid=only_valid,
                                progress=sys.stderr.isatty(), min_distance=min_distance)
+        if only_valid and len(results) < n:  # the same seed redraws the first round, to say what failed
+            unfiltered = gen.generate(request, n, temperature, seed, batch_size, validate=True,
+                                      min_distance=min_distance)
     finally:
         gen.close()
     elapsed = time.perf_counter() - start
+    if only_valid and len(results) < n:
+        click.echo(_only_valid_shortfall(len(results), n, unfiltered, _attempt_budget(gen, n)), err=True)
     if not results:
         raise click.ClickException("the model produced no crystal for this request; nothing written")
-    write_results(results, out, fmt)
+    try:
+        write_results(results, out, fmt, overwrite)
+    except OutputError as err:
+        raise click.ClickException(str(err)) from None
     if trace:
         for i, r in enumerate(results):
             click.echo(f"--- crystal {i} ({r.structure.composition.reduced_formula}, "

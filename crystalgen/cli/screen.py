@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import click
@@ -18,14 +19,17 @@ import click
               help="Ray cluster address (e.g. 'auto' or 'ray://host:10001'); without it a local Ray instance is started.")
 @click.option("--workers", type=int, default=None, help="Parallel shards (default: [run] workers of the config).")
 @click.option("--dry-run", is_flag=True, help="List the shards and their seeds, run nothing.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--quiet", is_flag=True, help="No progress bars (there are none when stderr is not a terminal).")
+@click.option("--overwrite", is_flag=True,
+              help="Run in an existing folder that holds other files (they are kept; only the run's own names are written).")
 def command(config_path: Path, run_dir: Path, executor: str, address: str | None, workers: int | None,
-            dry_run: bool, quiet: bool) -> None:
+            dry_run: bool, quiet: bool, overwrite: bool) -> None:
     """Sample, validate, deduplicate, check novelty, rank and export candidates for the targets in CONFIG.toml.
 
     Writes RUN_DIR/screen.h5 (all candidates, traces, reports, scores), summary.csv, funnel.csv,
     cifs/ (top candidates), and funnel/scores/spacegroups PNG plots. Killed runs resume where they stopped.
     """
+    from crystalgen.output_paths import OutputError, check_output_folder
     from crystalgen.screening.config import ScreenConfig
     from crystalgen.screening.outputs import funnel_markdown
     from crystalgen.screening.pipeline import run_screen
@@ -44,7 +48,13 @@ def command(config_path: Path, run_dir: Path, executor: str, address: str | None
                        f"seed={spec.seed}  {done}")
         return
 
-    result = run_screen(config, run_dir, executor=executor, address=address, workers=workers, progress=not quiet)
+    try:
+        if not (run_dir / "config.json").is_file():  # a run folder is resumed; anything else must be new or empty
+            check_output_folder(run_dir, overwrite)
+    except OutputError as err:
+        raise click.ClickException(str(err)) from None
+    result = run_screen(config, run_dir, executor=executor, address=address, workers=workers,
+                        progress=not quiet and sys.stderr.isatty())
     click.echo(funnel_markdown(result.funnel))
     for w in result.warnings:
         click.echo(f"warning: {w}", err=True)

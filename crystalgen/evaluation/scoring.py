@@ -20,6 +20,7 @@ class CrystalScore:
     """What the harness records about one crystal (generated or reference).
 
     comp_valid / struct_valid: the CDVAE rules (`crystalgen.validators`).
+    phys_valid: the physical distance rule the validators' pass verdict uses (None if not scored).
     report: the full validators' report (`ValidationReport.as_dict()`), when asked for.
     spacegroup: the symmetry check's space group (None if unknown).
     struct_fp / comp_fp: CDVAE fingerprints, when asked for (None if CrystalNN failed).
@@ -34,6 +35,7 @@ class CrystalScore:
     struct_fp: np.ndarray | None = None
     comp_fp: np.ndarray | None = None
     consistency: dict[str, bool] | None = None
+    phys_valid: bool | None = None
 
     @property
     def valid(self) -> bool:
@@ -52,7 +54,7 @@ def score_crystal(
     trace: dict[str, Any] | None = None,
 ) -> CrystalScore:
     """Validity, validators' report, space group, density, and optionally fingerprints."""
-    from crystalgen.validators import smact_validity, structural_validity, validate
+    from crystalgen.validators import physical_validity, smact_validity, structural_validity, validate
 
     report = validate(structure).as_dict() if with_report else None
     score = CrystalScore(
@@ -62,6 +64,7 @@ def score_crystal(
         n_elements=len(structure.composition.elements),
         spacegroup=_spacegroup(report),
         report=report,
+        phys_valid=bool(physical_validity(structure)),
     )
     if with_fingerprints:
         from crystalgen.evaluation.fingerprints import fingerprints
@@ -140,6 +143,7 @@ def summarise_scores(scores: list[CrystalScore | None]) -> dict[str, Any]:
         "generation_failures": n - len(ok),
         "structural_validity": frac(sum(s.struct_valid for s in ok)),
         "compositional_validity": frac(sum(s.comp_valid for s in ok)),
+        "physical_validity": frac(sum(bool(s.phys_valid) for s in ok)),
         "validity": frac(sum(s.valid for s in ok)),
         "pass_rate": frac(sum(bool(s.passed) for s in ok)) if with_report else None,
         "check_pass_rates": {name: sum(v) / len(v) for name, v in checks.items()},

@@ -31,6 +31,7 @@ import numpy as np
 from pymatgen.core import Structure
 from pymatgen.io.cif import CifWriter
 
+from crystalgen.output_paths import umask_mode
 from crystalgen.screening.pipeline import ScreenResult
 from crystalgen.screening.shards import atomic_write_bytes
 from crystalgen.screening.stages import STAGES
@@ -84,6 +85,7 @@ def _atomic_path(final: Path):
     """A temporary path next to ``final``; the caller ``os.replace``s it into place."""
     fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, umask_mode(folder=False))
     return Path(tmp)
 
 
@@ -133,12 +135,19 @@ def write_csvs(result: ScreenResult, run_dir: Path) -> None:
     atomic_write_bytes(run_dir / "funnel.csv", _csv_bytes(["target", *STAGES], funnel_rows))
 
 
+def _file_stem(target: str) -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "_", target)
+
+
 def write_top_cifs(result: ScreenResult, run_dir: Path) -> list[Path]:
     """Symmetrised CIFs of each target's top_k, named ``{target}_{rank:03d}_{formula}.cif``."""
     out_dir = run_dir / "cifs"
     out_dir.mkdir(exist_ok=True)
-    for old in out_dir.glob("*.cif"):  # a rerun with other ranks must not leave stale files
-        old.unlink()
+    stems = "|".join(re.escape(_file_stem(t.name)) for t in result.config.targets)
+    ours = re.compile(rf"(?:{stems})_\d{{3}}_\w+\.cif")
+    for old in out_dir.glob("*.cif"):  # a rerun with other ranks must not leave stale files; others' files stay
+        if ours.fullmatch(old.name):
+            old.unlink()
     paths = []
     for c in (c for c in result.ranked() if c["rank"] <= result.config.export.top_k):
         s = Structure.from_dict(c["relaxed"] or c["result"]["structure"])
@@ -146,8 +155,7 @@ def write_top_cifs(result: ScreenResult, run_dir: Path) -> list[Path]:
             text = str(CifWriter(s, symprec=result.config.export.cif_symprec))
         except Exception:  # symmetry search failed on an odd cell: write it in P1
             text = str(CifWriter(s))
-        target = re.sub(r"[^A-Za-z0-9-]", "_", c["target"])
-        path = out_dir / f"{target}_{c['rank']:03d}_{c['formula']}.cif"
+        path = out_dir / f"{_file_stem(c['target'])}_{c['rank']:03d}_{c['formula']}.cif"
         atomic_write_bytes(path, text.encode())
         paths.append(path)
     return paths

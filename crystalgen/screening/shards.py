@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from crystalgen.output_paths import umask_mode
 from crystalgen.screening.config import ScreenConfig
 
 
@@ -62,6 +63,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, umask_mode(folder=False))
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

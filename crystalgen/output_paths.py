@@ -1,0 +1,142 @@
+"""Output targets that never destroy user files.
+
+A command checks its output path before it does any work (so a bad ``--out`` costs
+nothing), writes into a fresh temporary folder, and then moves in only the files it
+made: an existing folder keeps everything else it held, and a file of the same name
+is replaced only when the user asked for it (``--overwrite``). Everything is created
+with the user's umask, not ``tempfile``'s private 0700/0600.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+SUFFIX_FORMATS = {".cif": "cif", ".xyz": "extxyz", ".extxyz": "extxyz", ".json": "json", ".h5": "h5", ".hdf5": "h5"}
+
+
+class OutputError(ValueError):
+    """An output path that cannot be written, or only by losing user files."""
+
+
+@dataclass(frozen=True)
+class OutputTarget:
+    """Where results go: ``path`` in ``fmt``, as a folder of files or as one file."""
+
+    path: Path
+    fmt: str
+    folder: bool
+
+
+def umask_mode(folder: bool) -> int:
+    """The mode ``open``/``mkdir`` would give a new file or folder under the current umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if folder else 0o666) & ~mask
+
+
+def output_format(path: str | Path, fmt: str | None, formats: tuple[str, ...]) -> tuple[str, bool]:
+    """The format from ``fmt`` or the suffix, and whether it is written as a folder (CIFs, no suffix).
+
+    A known suffix that disagrees with ``fmt`` is refused: ``x.json`` never holds HDF5.
+    """
+    suffix_fmt = SUFFIX_FORMATS.get(Path(path).suffix.lower())
+    if fmt is not None and fmt not in formats:
+        raise OutputError(f"unknown format {fmt!r}; choose from {', '.join(formats)}")
+    if fmt is not None and suffix_fmt is not None and fmt != suffix_fmt:
+        raise OutputError(f"--format {fmt} does not match the extension of {path} (a {suffix_fmt} file); "
+                          f"drop --format or change the extension")
+    fmt = fmt or suffix_fmt or "cif"
+    return fmt, fmt == "cif" and suffix_fmt is None
+
+
+def _check_parent(path: Path) -> None:
+    """The folders above ``path`` exist or can be made: the nearest existing one is a writable folder."""
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(f"cannot write {path}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {path}: folder {ancestor} is not writable")
+
+
+def check_output_file(path: str | Path, overwrite: bool = False) -> Path:
+    """Refuse a file target that is a folder, cannot get its folder (a file in the way, no write
+    permission), or exists (unless ``overwrite``)."""
+    path = Path(os.path.abspath(path))
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder, and a file is expected here")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path} already exists; choose another name or pass --overwrite")
+    _check_parent(path)
+    return path
+
+
+def check_output_folder(path: str | Path, overwrite: bool = False) -> Path:
+    """Refuse a folder target that is a file, an unwritable folder, or already holds files (unless ``overwrite``)."""
+    path = Path(os.path.abspath(path))
+    if path.exists():
+        if not path.is_dir():
+            raise OutputError(f"cannot write {path}: it is a file, and a folder is expected here")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise OutputError(f"cannot write into {path}: the folder is not writable")
+        if not overwrite and any(path.iterdir()):
+            raise OutputError(f"{path} already holds files; choose a new folder or pass --overwrite "
+                              f"(which replaces only files of the same names)")
+        return path
+    _check_parent(path)
+    return path
+
+
+def output_target(path: str | Path, fmt: str | None, formats: tuple[str, ...], overwrite: bool = False) -> OutputTarget:
+    """Resolve and check an output path before any work is done; raises :class:`OutputError`."""
+    fmt, folder = output_format(path, fmt, formats)
+    checked = check_output_folder(path, overwrite) if folder else check_output_file(path, overwrite)
+    return OutputTarget(checked, fmt, folder)
+
+
+@contextmanager
+def staged_folder(path: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary folder; on success move its files into ``path``.
+
+    A new ``path`` is the temporary folder renamed (one atomic step). An existing one
+    receives the files one by one; nothing else in it is touched, and a file of the
+    same name is replaced only with ``overwrite``. On failure nothing is moved.
+    """
+    path = check_output_folder(path, overwrite)
+    existed = path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".crystalgen-", dir=path if existed else path.parent))
+    try:
+        yield tmp
+        if not existed:
+            os.chmod(tmp, umask_mode(folder=True))
+            os.replace(tmp, path)
+            return
+        for item in sorted(tmp.iterdir()):
+            dest = path / item.name
+            if dest.exists() and (not overwrite or dest.is_dir()):
+                raise OutputError(f"{dest} appeared while writing; left it untouched")
+            os.replace(item, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def staged_file(path: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary file path beside ``path``; on success rename it onto ``path``."""
+    path = check_output_file(path, overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp / path.name
+        os.replace(tmp / path.name, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
