@@ -64,7 +64,7 @@ def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, s
       crystalgen sample --formula LiFePO4 -n 10 --out lfp/ --trace
       crystalgen sample --chemsys Li-Fe-O -n 100 --out lfo.extxyz
     """
-    from crystalgen.api import CrystalGenerator, GenerationRequest, RequestError
+    from crystalgen.api import CrystalGenerator, GenerationRequest, RequestError, SamplingOptions
     from crystalgen.io import write_results
 
     element_list = [e for e in elements.split(",")] if elements else None
@@ -76,8 +76,9 @@ def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, s
         raise click.UsageError(str(err)) from None
     start = time.perf_counter()
     try:
-        results = gen.generate(request, n, temperature, seed, batch_size, validate=True, only_valid=only_valid,
-                               progress=sys.stderr.isatty(), min_distance=min_distance)
+        options = SamplingOptions(temperature=temperature, seed=seed, batch_size=batch_size, min_distance=min_distance,
+                                  validate=True, only_valid=only_valid, progress=sys.stderr.isatty())
+        results = gen.generate(request, n, options=options)
     finally:
         gen.close()
     elapsed = time.perf_counter() - start

@@ -31,7 +31,7 @@ import numpy as np
 from pymatgen.core import Structure
 from pymatgen.io.cif import CifWriter
 
-from crystalgen.screening.pipeline import ScreenResult
+from crystalgen.screening.result import ScreenResult
 from crystalgen.screening.shards import atomic_write_bytes
 from crystalgen.screening.stages import STAGES
 
