@@ -33,8 +33,7 @@ import torch
 from crystalgen.generation.guard import CANDIDATES, Clearance, MinDistance
 from crystalgen.generation.request import ElementRule
 from crystalgen.generation.rng import keys_from_generator, streams_at
-from crystalgen.heads import masked_logits
-from crystalgen.heads.streams import TOKEN, categorical
+from crystalgen.heads import masked_logits, sample_token
 from crystalgen.representation import vocab as V
 from crystalgen.representation.grammar import DEFAULT_MAX_ATOMS, Grammar, NoLegalCompletion, ValueSlot
 from crystalgen.representation.sequence import VK_COORD
@@ -358,11 +357,8 @@ def _draw_tokens(model, batch: Batch, slots: list[int], masks: list[np.ndarray])
     logits = masked_logits(model.token_logits(batch.hidden[idx]).float(),
                            torch.as_tensor(np.stack(masks), device=device))
     logp = torch.log_softmax(logits, dim=-1)
-    if batch.temperature <= 0:
-        chosen = logits.argmax(dim=-1)
-    else:
-        probs = torch.softmax(logits / batch.temperature, dim=-1)
-        chosen = categorical(probs, _streams(batch, slots, device), TOKEN)
+    streams = _streams(batch, slots, device) if batch.temperature > 0 else None
+    chosen = sample_token(logits, None, batch.temperature, streams)
     chosen_lp = logp.gather(-1, chosen[:, None]).squeeze(-1).cpu().numpy()
     for j, tok, lp in zip(slots, chosen.cpu().numpy().tolist(), chosen_lp.tolist()):
         batch.slots[j].pending = (tok, 0.0, 0)
