@@ -1,6 +1,6 @@
 """A digest of exactly what the shipped model samples for fixed seeds.
 
-    python benchmarks/sampling_fingerprint.py [--n 64] [--json docs/results/sampling_fingerprint.json]
+    python benchmarks/sampling_fingerprint.py [--n 64] [--workers 0 2] [--json docs/results/sampling_fingerprint.json]
 
 Samples a few requests (formulas, a chemical system, ``predict_structures``) with
 ``workers=0`` and ``workers=2`` and hashes each crystal's lattice, species, fractional
@@ -40,10 +40,11 @@ def digest(results) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=64)
+    ap.add_argument("--workers", type=int, nargs="*", default=[0, 2], help="worker counts to run")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     out: dict[str, str] = {}
-    for workers in (0, 2):
+    for workers in args.workers:
         gen = CrystalGenerator.from_pretrained(workers=workers)
         for formula in ("NaCl", "SrTiO3", "LiFePO4"):
             out[f"w{workers}/{formula}"] = digest(gen.sample(n=args.n, formula=formula, seed=7, batch_size=32))
