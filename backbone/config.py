@@ -103,9 +103,12 @@ class BackboneConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "BackboneConfig":
-        """Build from a dict, ignoring HF keys this backbone has no use for."""
+        """Build from a dict; an unknown key is an error (a typo must not fall back to a default)."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown backbone config keys {sorted(unknown)}; known: {sorted(names)}")
+        return cls(**d)
 
 
 PRESETS: dict[str, dict[str, Any]] = {

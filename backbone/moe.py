@@ -8,6 +8,7 @@ of a gather per token. ``naive_moe`` is the per-token reference it is tested aga
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -78,39 +79,49 @@ class Experts(nn.Module):
         self.num_experts, self.intermediate_size = num_experts, intermediate_size
         self.gate_up_proj = nn.Parameter(torch.empty(num_experts, 2 * intermediate_size, hidden_size))
         self.down_proj = nn.Parameter(torch.empty(num_experts, hidden_size, intermediate_size))
+        self.grouped_mm = hasattr(torch, "_grouped_mm")  # this build has it; the device is probed on first use
 
     def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
         return _swiglu(x, self.gate_up_proj[e], self.down_proj[e])
 
-    def forward(self, x: torch.Tensor, routing: Routing) -> torch.Tensor:
-        """x (N, H) -> sum over chosen experts of weight * expert(x), (N, H)."""
-        n, k = routing.indices.shape
-        flat = routing.indices.reshape(-1)
-        order = flat.argsort(stable=True)
-        token = order // k
-        counts = torch.bincount(flat, minlength=self.num_experts)
-        xs = x[token]
-        ys = self._grouped(xs, counts) if _use_grouped_mm(xs) else None
-        if ys is None:
-            # unbind, not [e] indexing: one backward stack instead of E zero-filled copies
-            weights = zip(self.gate_up_proj.unbind(0), self.down_proj.unbind(0))
-            slices = xs.split(counts.tolist())
-            ys = torch.cat([_swiglu(s, gu, d) for s, (gu, d) in zip(slices, weights) if s.shape[0]]
-                           or [xs.new_zeros(0, x.shape[1])])
-        # back to (token, slot) order by a gather, then a weighted sum over the k slots:
-        # cheaper than scattering with index_add_ (each token has exactly k rows)
-        ys = ys[order.argsort()].view(n, k, -1)
-        return torch.einsum("nkh,nk->nh", ys, routing.weights.to(ys.dtype)).to(x.dtype)
+    def forward(self, x_NH: torch.Tensor, routing: Routing) -> torch.Tensor:
+        """x (N, H) -> sum over chosen experts of weight * expert(x), (N, H).
 
-    def _grouped(self, xs: torch.Tensor, counts: torch.Tensor) -> torch.Tensor | None:
-        """One grouped GEMM for all experts; None when this build/GPU cannot run it."""
-        offs = counts.cumsum(0).to(torch.int32)
-        try:
-            h = torch._grouped_mm(xs, self.gate_up_proj.transpose(1, 2), offs=offs)
-            gate, up = h.chunk(2, dim=-1)
-            return torch._grouped_mm(F.silu(gate) * up, self.down_proj.transpose(1, 2), offs=offs)
-        except (RuntimeError, TypeError, NotImplementedError):
-            return None
+        Shape suffixes: N tokens, K experts per token, A = N*K assignments, E experts,
+        H hidden size."""
+        xs_AH, order_A, counts_E = self.dispatch(x_NH, routing)
+        ys_AH = self.compute(xs_AH, counts_E)
+        return self.combine(ys_AH, order_A, routing).to(x_NH.dtype)
+
+    def dispatch(self, x_NH: torch.Tensor, routing: Routing) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each token's rows, sorted by expert so every expert's rows are one contiguous
+        slice: (rows (A, H), sort order (A,), rows per expert (E,))."""
+        k = routing.indices.shape[1]
+        experts_A = routing.indices.reshape(-1)
+        order_A = experts_A.argsort(stable=True)
+        counts_E = torch.bincount(experts_A, minlength=self.num_experts)
+        return x_NH[order_A // k], order_A, counts_E
+
+    def compute(self, xs_AH: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
+        """Every expert on its slice: one grouped GEMM on a GPU that has it (CUDA bf16),
+        else one matrix product per expert."""
+        if self.grouped_mm and xs_AH.is_cuda and xs_AH.dtype == torch.bfloat16 and grouped_mm_supported(xs_AH.device):
+            offs_E = counts_E.cumsum(0).to(torch.int32)
+            h_AI2 = torch._grouped_mm(xs_AH, self.gate_up_proj.transpose(1, 2), offs=offs_E)
+            gate_AI, up_AI = h_AI2.chunk(2, dim=-1)
+            return torch._grouped_mm(F.silu(gate_AI) * up_AI, self.down_proj.transpose(1, 2), offs=offs_E)
+        # unbind, not [e] indexing: one backward stack instead of E zero-filled copies
+        weights = zip(self.gate_up_proj.unbind(0), self.down_proj.unbind(0))
+        slices = xs_AH.split(counts_E.tolist())
+        return torch.cat([_swiglu(s, gu, d) for s, (gu, d) in zip(slices, weights) if s.shape[0]]
+                         or [xs_AH.new_zeros(0, xs_AH.shape[1])])
+
+    def combine(self, ys_AH: torch.Tensor, order_A: torch.Tensor, routing: Routing) -> torch.Tensor:
+        """Back to (token, slot) order by a gather, then the weighted sum over the K slots:
+        cheaper than scattering with index_add_ (each token has exactly K rows)."""
+        n, k = routing.indices.shape
+        ys_NKH = ys_AH[order_A.argsort()].view(n, k, -1)
+        return torch.einsum("nkh,nk->nh", ys_NKH, routing.weights.to(ys_NKH.dtype))
 
 
 def _swiglu(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
@@ -118,8 +129,17 @@ def _swiglu(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor) -> torch
     return F.linear(F.silu(gate) * up, down)
 
 
-def _use_grouped_mm(x: torch.Tensor) -> bool:
-    return x.is_cuda and x.dtype == torch.bfloat16 and hasattr(torch, "_grouped_mm")
+@functools.cache
+def grouped_mm_supported(device: torch.device) -> bool:
+    """Can this device run ``torch._grouped_mm`` in bf16? Probed once per device with a
+    tiny product (it needs a recent GPU and build); the answer is kept."""
+    try:
+        x = torch.ones(2, 16, device=device, dtype=torch.bfloat16)
+        w = torch.ones(2, 16, 16, device=device, dtype=torch.bfloat16)
+        torch._grouped_mm(x, w, offs=torch.tensor([1, 2], device=device, dtype=torch.int32))
+        return True
+    except (RuntimeError, TypeError, NotImplementedError):
+        return False
 
 
 def load_balancing_loss(routing: Routing, num_experts: int, mask: torch.Tensor | None = None) -> torch.Tensor:

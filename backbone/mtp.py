@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import FULL, BackboneConfig
-from .model import DecoderLayer, default_position_ids, init_weights, make_rotary
+from .layers import DecoderLayer, default_position_ids, init_weights, make_rotary
 from .norms import RMSNorm
 
 

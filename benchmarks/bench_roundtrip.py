@@ -22,7 +22,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from crystalgen.representation.grammar import Grammar, ValueSlot
-from crystalgen.representation.sampling import random_completion
+from crystalgen.representation.random_walk import random_completion
 from crystalgen.representation.sequence import EncodeError, encode, decode, Conditioning, encode_prefix
 from crystalgen.representation.vocab import PLAN
 from crystalgen.representation.wyckoff import WyckoffCrystal, WyckoffError

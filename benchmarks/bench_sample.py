@@ -21,7 +21,7 @@ import time
 import torch
 
 from crystalgen.api import DEFAULT_BATCH_SIZE, CrystalGenerator
-from crystalgen.representation.clearance import MIN_DISTANCE_A
+from crystalgen.validators.distance import MIN_DISTANCE_A
 
 
 def main() -> None:

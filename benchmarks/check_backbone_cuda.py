@@ -33,20 +33,16 @@ def dispatch_figures(num_experts: int, top_k: int, tokens: int = 4096, hidden: i
     experts = block.experts
     with torch.no_grad():
         routing = block.gate(x)
-        flat = routing.indices.reshape(-1)
-        order = flat.argsort(stable=True)
-        xs = x[order // top_k]
-        counts = torch.bincount(flat, minlength=num_experts)
-        grouped = experts._grouped(xs, counts)
+        xs, _, counts = experts.dispatch(x, routing)
+        ran = experts.grouped_mm and moe_module.grouped_mm_supported(x.device)
+        grouped = experts.compute(xs, counts)
         loop = torch.cat([experts.expert(e, s) for e, s in enumerate(xs.split(counts.tolist())) if s.shape[0]])
-        result = {"experts": num_experts, "top_k": top_k, "tokens": tokens, "grouped_mm_ran": grouped is not None}
-        if grouped is not None:
-            result["grouped_vs_loop_max_abs_diff"] = (grouped.float() - loop.float()).abs().max().item()
+        result = {"experts": num_experts, "top_k": top_k, "tokens": tokens, "grouped_mm_ran": ran}
+        result["grouped_vs_loop_max_abs_diff"] = (grouped.float() - loop.float()).abs().max().item()
         result["block_ms"] = 1e3 * median_seconds(lambda: block(x), "cuda", repeats=10)
-        keep = moe_module._use_grouped_mm
-        moe_module._use_grouped_mm = lambda t: False  # force the per-expert loop
+        experts.grouped_mm = False  # force the per-expert loop
         result["block_loop_ms"] = 1e3 * median_seconds(lambda: block(x), "cuda", repeats=10)
-        moe_module._use_grouped_mm = keep
+        experts.grouped_mm = True
         small = x[:512]
         result["naive_ms_512_tokens"] = 1e3 * median_seconds(lambda: naive_moe(block, small), "cuda", repeats=2)
         result["block_ms_512_tokens"] = 1e3 * median_seconds(lambda: block(small), "cuda", repeats=10)

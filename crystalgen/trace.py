@@ -15,6 +15,7 @@ from typing import Any
 
 from pymatgen.core import Composition, Element, Structure
 
+from crystalgen.consistency import plan_agreement, structure_density
 from crystalgen.representation.sequence import Plan, PlanElement
 
 _AMU_PER_A3_TO_G_PER_CM3 = 1.66053906660
@@ -109,37 +110,6 @@ def _plan_parts(key: tuple) -> tuple[dict[str, Any], tuple[tuple[str, str], ...]
     return p, steps, comp.reduced_formula
 
 
-@lru_cache(maxsize=None)
-def _atomic_mass(symbol: str) -> float:
-    return float(Element(symbol).atomic_mass)
-
-
-@lru_cache(maxsize=65536)
-def _reduced_formula(formula: str) -> str:
-    return Composition(formula).reduced_formula
-
-
-def structure_density(structure: Structure) -> float | None:
-    """Density in g/cm^3 (the same number as ``structure.density``, without pymatgen's unit
-    objects); None for a degenerate cell (zero volume), which the lattice check fails."""
-    volume = structure.volume
-    if not volume > 1e-6:
-        return None
-    mass = sum(_atomic_mass(site.specie.symbol) for site in structure)
-    return mass * _AMU_PER_A3_TO_G_PER_CM3 / volume
-
-
-def consistency(plan: dict[str, Any], structure: Structure, found_spacegroup: int | None) -> dict[str, bool]:
-    """Does the structure agree with its own plan? (space group, composition, density)"""
-    density = structure_density(structure)
-    lo, hi = plan["density"]
-    return {
-        "spacegroup": found_spacegroup == plan["spacegroup"],
-        "composition": _reduced_formula(structure.formula) == _reduced_formula(plan["formula"]),
-        "density": density is not None and lo <= density <= hi,
-    }
-
-
 def _found_spacegroup(structure: Structure, report: dict[str, Any] | None) -> int | None:
     if report is not None:
         sym = report.get("checks", {}).get("symmetry") or {}
@@ -157,7 +127,7 @@ def build_trace(plan: Plan, structure: Structure, report: dict[str, Any] | None 
     p, steps, _ = _plan_parts(_plan_key(plan))
     p = copy.deepcopy(p)
     found = _found_spacegroup(structure, report)
-    cons = consistency(p, structure, found)
+    cons = plan_agreement(p, structure, found)
     verdict = {
         "found_spacegroup": found,
         "density": structure_density(structure),

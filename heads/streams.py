@@ -1,12 +1,11 @@
 """Per-sequence random streams: every sequence draws its own random numbers.
 
-With one ``torch.Generator`` for a batch, a sequence's draws depend on which other
-sequences share its batch, so results change with the batch size or with how a request
-is split over worker processes. :class:`RowStreams` instead derives every uniform from
+With one ``torch.Generator`` for a batch, a sequence's draws would depend on which other
+sequences share its batch. :class:`RowStreams` derives every uniform from
 a hash of (the sequence's key, its position, a tag naming the draw, the element index):
 counter-based random numbers (like Philox in JAX or cuRAND), here with the SplitMix64
 mixing function. A sequence's draws are then a function of its key alone, however the
-sampler groups it.
+sampler groups it. The keys come from :mod:`crystalgen.generation.rng`.
 
 The heads accept either source where they take a ``generator``; :func:`uniform` and
 :func:`normal` are the two primitives they draw from.
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 
@@ -33,14 +32,6 @@ def mix64(x: np.ndarray) -> np.ndarray:
         x = (x ^ (x >> np.uint64(30))) * _M1
         x = (x ^ (x >> np.uint64(27))) * _M2
     return x ^ (x >> np.uint64(31))
-
-
-def sequence_keys(seed: int, round_: int, count: int) -> np.ndarray:
-    """Keys of jobs 0..count-1 of round ``round_`` of a request seeded with ``seed``."""
-    base = mix64(np.array([int(seed) % 2**64], np.uint64))[0]
-    base = mix64(np.array([base ^ np.uint64(round_ + 1)], np.uint64))[0]
-    with np.errstate(over="ignore"):
-        return mix64(base + _GOLDEN * (np.arange(count, dtype=np.uint64) + np.uint64(1)))
 
 
 class RowStreams:
@@ -61,7 +52,7 @@ class RowStreams:
         with np.errstate(over="ignore"):
             counter = self.positions * np.uint64(1 << 20) + np.uint64(tag)
             start = mix64(self.keys ^ mix64(counter))
-            bits = mix64(start[:, None] + _GOLDEN * (np.arange(size, dtype=np.uint64) + np.uint64(1)))
+            bits = mix64(start[:, None] + GOLDEN * (np.arange(size, dtype=np.uint64) + np.uint64(1)))
         u = ((bits >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0 ** -53
         return torch.from_numpy(u.reshape((len(self.keys), *shape))).to(self.device)
 

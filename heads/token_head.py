@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from crystalgen.heads.streams import TOKEN, Source, categorical
+
 
 class TokenHead(nn.Module):
     """Hidden state -> logits over the vocabulary (float32, for a stable softmax)."""
@@ -31,12 +33,13 @@ def sample_token(
     logits: Tensor,
     mask: Tensor | None = None,
     temperature: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: Source = None,
 ) -> Tensor:
-    """Token ids drawn from softmax(logits / T) over the legal tokens; ``T=0`` is greedy."""
+    """Token ids drawn from softmax(logits / T) over the legal tokens; ``T=0`` is greedy.
+    ``generator``: the rows' random streams (what the sampler uses) or a torch generator."""
     logits = masked_logits(logits.float(), mask)
     if temperature <= 0:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits / temperature, dim=-1)
     flat = probs.reshape(-1, probs.shape[-1])
-    return torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
+    return categorical(flat, generator, TOKEN).reshape(probs.shape[:-1])

@@ -106,6 +106,17 @@ def test_config_replace_and_validation():
         dataclasses.replace(cfg, position_embedding="alibi")
 
 
+def test_config_from_dict_refuses_unknown_keys_like_the_model_config():
+    from crystalgen.backbone import BackboneConfig
+    from crystalgen.model import CrystalModelConfig
+
+    assert BackboneConfig.from_dict(dataclasses.asdict(get_config("tiny"))) == get_config("tiny")
+    with pytest.raises(ValueError, match="unknown backbone config keys \\['hiden_size'\\]"):
+        BackboneConfig.from_dict({"hiden_size": 64})
+    with pytest.raises(ValueError, match="unknown model config keys"):
+        CrystalModelConfig.from_dict({"backbon": "tiny"})
+
+
 def test_mtp_shapes_and_causal_lm_learns_a_pattern():
     torch.manual_seed(0)
     cfg = get_config("tiny", vocab_size=16)

@@ -1,9 +1,10 @@
 """MoE: sorted dispatch equals the per-token loop; grouped and STE routing; balance loss."""
 
+import pytest
 import torch
 
 from crystalgen.backbone import get_config
-from crystalgen.backbone.moe import Routing, SparseMoeBlock, load_balancing_loss, naive_moe
+from crystalgen.backbone.moe import Routing, SparseMoeBlock, grouped_mm_supported, load_balancing_loss, naive_moe
 from crystalgen.backbone.testing import one_torch_thread  # noqa: F401  (autouse fixture)
 
 
@@ -21,6 +22,30 @@ def test_sorted_dispatch_equals_naive_loop():
         x = torch.randn(3, 11, block.gate.weight.shape[1])
         out, _ = block(x)
         torch.testing.assert_close(out, naive_moe(block, x), atol=1e-5, rtol=1e-4)
+
+
+def test_dispatch_compute_combine_is_the_forward():
+    block = _block()
+    x = torch.randn(17, block.gate.weight.shape[1])
+    routing = block.gate(x)
+    xs, order, counts = block.experts.dispatch(x, routing)
+    assert xs.shape == (17 * routing.indices.shape[1], x.shape[1]) and int(counts.sum()) == xs.shape[0]
+    torch.testing.assert_close(block.experts.combine(block.experts.compute(xs, counts), order, routing),
+                               block.experts(x, routing), atol=0, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the grouped GEMM runs on CUDA only")
+def test_grouped_mm_on_cuda_equals_the_per_expert_loop():
+    block = _block().cuda().to(torch.bfloat16)
+    x = torch.randn(64, block.gate.weight.shape[1], device="cuda", dtype=torch.bfloat16)
+    routing = block.gate(x)
+    xs, _, counts = block.experts.dispatch(x, routing)
+    if not grouped_mm_supported(x.device):
+        pytest.skip("this GPU or build has no bf16 grouped GEMM")
+    grouped = block.experts.compute(xs, counts)
+    block.experts.grouped_mm = False
+    loop = block.experts.compute(xs, counts)
+    torch.testing.assert_close(grouped.float(), loop.float(), atol=2e-2, rtol=2e-2)
 
 
 def test_grouped_routing_takes_k_over_g_experts_from_every_group():

@@ -67,6 +67,7 @@ def test_k_sample_best_of_k_uses_smallest_rms(mpts):
 
     class Fixed:
         name = "fixed"
+        parallel_safe = False
 
         def predict_structure(self, composition, n=1, seed=None):
             return [GenerationResult(far), GenerationResult(near)][:n]
@@ -84,6 +85,7 @@ def test_k_sample_best_of_k_uses_smallest_rms(mpts):
 def test_failing_generator_counts_as_failures_not_crash(mpts):
     class Broken:
         name = "broken"
+        parallel_safe = False
 
         def predict_structure(self, composition, n=1, seed=None):
             raise RuntimeError("no luck")
@@ -135,15 +137,25 @@ def test_coverage_follows_cdvae_cutoffs():
 
 
 def test_plan_consistency(mpts):
-    s = mpts.structures[0]
-    good = {"plan": {"spacegroup": 62, "formula": s.composition.reduced_formula, "density": s.density}}
-    bad = {"plan": {"spacegroup": 2, "formula": "NaCl", "density": 2 * s.density}}
-    assert plan_consistency(good, s, 62) == {"spacegroup": True, "formula": True, "density": True}
-    assert plan_consistency(bad, s, 62) == {"spacegroup": False, "formula": False, "density": False}
+    """On real traces: a crystal's own plan (read back from its encoding) agrees with it on
+    every aspect; another crystal's plan does not agree on the composition."""
+    from crystalgen.representation.sequence import decode_plan, encode
+    from crystalgen.representation.wyckoff import WyckoffCrystal
+    from crystalgen.trace import build_trace
+    from crystalgen.validators.symmetry import SYMPRECS, spacegroup_number
+
+    s, other = mpts.structures[0], mpts.structures[1]
+    assert s.composition.reduced_formula != other.composition.reduced_formula
+    trace = build_trace(decode_plan(encode(WyckoffCrystal.from_structure(s)).tokens), s)
+    sg = spacegroup_number(s, SYMPRECS[0])
+    plan_only = {"plan": trace["plan"]}
+    assert plan_consistency(plan_only, s, sg) == trace["consistency"]
+    assert plan_consistency(plan_only, s, sg) == {"spacegroup": True, "composition": True, "density": True}
+    assert plan_consistency(plan_only, other, sg)["composition"] is False
     assert plan_consistency({"consistency": {"spacegroup": True}}, s, None) == {"spacegroup": True}
     assert plan_consistency(None, s, 62) is None
-    rates = consistency_rates([plan_consistency(good, s, 62), plan_consistency(bad, s, 62), None])
-    assert rates["spacegroup"] == 0.5 and rates["all"] == 0.5
+    rates = consistency_rates([plan_consistency(plan_only, s, sg), plan_consistency(plan_only, other, sg), None])
+    assert rates["composition"] == 0.5 and rates["all"] == 0.5
 
 
 def test_cli_csp_writes_json_and_png_with_baseline_row(mpts52_sample_path, tmp_path):

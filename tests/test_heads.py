@@ -172,7 +172,8 @@ def test_value_embedding_is_periodic_for_coordinates_only():
 
 
 def test_row_streams_depend_on_the_row_alone():
-    from crystalgen.heads.streams import RowStreams, sequence_keys
+    from crystalgen.generation.rng import sequence_keys
+    from crystalgen.heads.streams import RowStreams
 
     keys = sequence_keys(seed=3, round_=0, count=6)
     full = RowStreams(keys, np.arange(6), "cpu").uniform(tag=1, shape=(4,))
@@ -183,7 +184,8 @@ def test_row_streams_depend_on_the_row_alone():
 
 
 def test_row_streams_are_uniform_and_drive_the_heads():
-    from crystalgen.heads.streams import RowStreams, categorical, sequence_keys
+    from crystalgen.generation.rng import sequence_keys
+    from crystalgen.heads.streams import RowStreams, categorical
 
     n = 20000
     streams = RowStreams(sequence_keys(0, 0, n), np.zeros(n), "cpu")

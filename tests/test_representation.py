@@ -12,7 +12,7 @@ from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Lattice, Structure
 
 from crystalgen.representation.grammar import Grammar, NoLegalCompletion, ValueSlot
-from crystalgen.representation.sampling import random_completion
+from crystalgen.representation.random_walk import random_completion
 from crystalgen.representation.sequence import (
     Conditioning,
     DecodeError,

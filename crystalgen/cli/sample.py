@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import inspect
 import sys
 import time
@@ -89,7 +91,7 @@ def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, s
       crystalgen sample --formula LiFePO4 -n 10 --out lfp/ --trace
       crystalgen sample --chemsys Li-Fe-O -n 100 --out lfo.extxyz
     """
-    from crystalgen.api import CrystalGenerator, GenerationRequest, RequestError
+    from crystalgen.api import CrystalGenerator, GenerationRequest, RequestError, SamplingOptions
     from crystalgen.io import check_target, write_results
     from crystalgen.output_paths import OutputError
 
@@ -107,11 +109,11 @@ def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, s
     start = time.perf_counter()
     unfiltered = []
     try:
-        results = gen.generate(request, n, temperature, seed, batch_size, validate=True, only_valid=only_valid,
-                               progress=sys.stderr.isatty(), min_distance=min_distance)
+        options = SamplingOptions(temperature=temperature, seed=seed, batch_size=batch_size, min_distance=min_distance,
+                                  validate=True, only_valid=only_valid, progress=sys.stderr.isatty())
+        results = gen.generate(request, n, options=options)
         if only_valid and len(results) < n:  # the same seed redraws the first round, to say what failed
-            unfiltered = gen.generate(request, n, temperature, seed, batch_size, validate=True,
-                                      min_distance=min_distance)
+            unfiltered = gen.generate(request, n, options=dataclasses.replace(options, only_valid=False, progress=False))
     finally:
         gen.close()
     elapsed = time.perf_counter() - start

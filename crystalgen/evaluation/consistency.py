@@ -9,20 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from pymatgen.core import Composition, Structure
+from pymatgen.core import Structure
 
-# A planned density is a coarse target (the plan stores a volume-per-atom bin), so a
-# crystal within 15% of it is counted as consistent.
-DENSITY_RTOL = 0.15
-
+from crystalgen.consistency import plan_agreement
 
 def plan_consistency(
     trace: dict[str, Any] | None, structure: Structure, spacegroup: int | None
 ) -> dict[str, bool] | None:
-    """{aspect: agrees} for each planned aspect; None when the trace has no plan.
-
-    A trace may carry its own precomputed `consistency` dict, which is used as is.
-    """
+    """{aspect: agrees} per planned aspect (:func:`crystalgen.consistency.plan_agreement`);
+    None when the trace has no plan. A trace's own ``consistency`` verdicts are used as is."""
     if not trace:
         return None
     if isinstance(trace.get("consistency"), dict):
@@ -30,19 +25,7 @@ def plan_consistency(
     plan = trace.get("plan")
     if not isinstance(plan, dict):
         return None
-    out: dict[str, bool] = {}
-    if plan.get("spacegroup") is not None and spacegroup is not None:
-        out["spacegroup"] = int(plan["spacegroup"]) == int(spacegroup)
-    if plan.get("formula"):
-        try:
-            planned = Composition(plan["formula"]).reduced_formula
-            out["formula"] = planned == structure.composition.reduced_formula
-        except Exception:
-            out["formula"] = False
-    if plan.get("density"):
-        planned_density = float(plan["density"])
-        out["density"] = abs(structure.density - planned_density) <= DENSITY_RTOL * planned_density
-    return out or None
+    return plan_agreement(plan, structure, spacegroup)
 
 
 def consistency_rates(per_crystal: list[dict[str, bool] | None]) -> dict[str, float] | None:

@@ -2,7 +2,7 @@
 
 A generator that raises for one query costs that query's samples (counted as failures,
 scored as invalid), never the whole run. Generators that declare `parallel_safe = True`
-(the PyXtal baseline, the oracle) are fanned out over processes; the model runs here.
+(the PyXtal baseline) are fanned out over processes; the model runs here.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 from pymatgen.core import Composition
 
 from crystalgen.parallel import parallel_map
-from crystalgen.evaluation.protocol import Generator
+from crystalgen.generation.protocol import BatchGenerator, Generator
 from crystalgen.results import GenerationResult
 
 
@@ -86,8 +86,8 @@ def generate_dng(
 
 def _batched(generator: Generator) -> bool:
     """Does the generator batch many requests itself (the model's ``predict_structures``)?"""
-    return hasattr(generator, "predict_structures")
+    return isinstance(generator, BatchGenerator)
 
 
 def _workers_for(generator: Generator, workers: int) -> int:
-    return workers if getattr(generator, "parallel_safe", False) else 1
+    return workers if generator.parallel_safe else 1

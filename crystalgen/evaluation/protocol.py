@@ -1,38 +1,18 @@
-"""What the harness needs from a generator, so the model, the PyXtal baseline and the
-ground-truth oracle are all scored by the same code.
-
-`crystalgen.api.CrystalGenerator` satisfies this protocol structurally; it is loaded
-lazily (`load_model_generator`) so that evaluating a baseline never imports the model.
+"""The harness's view of generators: the protocol (:mod:`crystalgen.generation.protocol`),
+report labels, and the model loaded only when asked for, so that evaluating a baseline
+never imports it.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from crystalgen.generation.protocol import BatchGenerator, Generator
 
-from pymatgen.core import Composition
-
-from crystalgen.results import GenerationResult
-
-
-@runtime_checkable
-class Generator(Protocol):
-    """A crystal generator the harness can score.
-
-    predict_structure: `n` candidate crystals for one exact composition (the cell's
-        atom counts), reproducible for a given `seed` (CSP task).
-    sample: `n` crystals of the generator's own choosing (de novo task).
-    """
-
-    def predict_structure(
-        self, composition: Composition | str, n: int = 1, seed: int | None = None
-    ) -> list[GenerationResult]: ...
-
-    def sample(self, n: int = 1, seed: int | None = None) -> list[GenerationResult]: ...
+__all__ = ["BatchGenerator", "Generator", "generator_name", "load_model_generator"]
 
 
 def generator_name(generator: object) -> str:
-    """A short label for reports: the generator's `name` attribute, else its class name."""
-    return str(getattr(generator, "name", type(generator).__name__))
+    """A short label for reports: the generator's ``name``."""
+    return str(generator.name)
 
 
 def load_model_generator(path: str | None = None, min_distance: float | None = None) -> Generator:

@@ -37,6 +37,25 @@ class NoLegalCompletion(ValueError):
 
 
 @dataclass(frozen=True)
+class PartialCrystal:
+    """The crystal written so far (read-only views into the grammar), for geometry-aware
+    sampling: the space group, the six stored lattice values once complete, every planned
+    site as (element, Wyckoff index), each finished site's three coordinates, and the
+    coordinates written so far for the site in progress."""
+
+    spacegroup: int
+    lattice: tuple[float, ...] | None
+    sites: list[tuple[str, int]]
+    placed: list[tuple[float, float, float]]
+    current: list[float]
+
+    @property
+    def site_index(self) -> int:
+        """Index (into ``sites``) of the site in progress."""
+        return len(self.placed)
+
+
+@dataclass(frozen=True)
 class ValueSlot:
     kind: int  # VK_LENGTH, VK_ANGLE or VK_COORD
     free: bool
@@ -137,7 +156,7 @@ class Grammar:
         self.values: list[float] = []
         self.site = 0
         self.sites: list[tuple[str, int]] = []
-        # the crystal written so far, for geometry-aware sampling (`clearance`): the six
+        # the crystal written so far, for geometry-aware sampling (`partial_crystal`): the six
         # stored lattice values once complete, and each finished site's three coordinates
         self.lattice: tuple[float, ...] | None = None
         self.placed: list[tuple[float, float, float]] = []
@@ -315,6 +334,19 @@ class Grammar:
             self.atoms_done = saved
 
     # -- stepping
+
+    def partial_crystal(self) -> PartialCrystal:
+        """The crystal written so far (views, valid until the next ``advance``)."""
+        return PartialCrystal(self.sg, self.lattice, self.sites, self.placed, self.values)
+
+    def last_free_coordinate_next(self) -> bool:
+        """Is the next position the last free coordinate of a site? (Its value fixes the
+        site's whole orbit, which is what the distance guard tests.)"""
+        if self.lattice is None or self.site >= len(self.sites):
+            return False
+        i = len(self.values)
+        free = SPACE_GROUPS[self.sg].free[self.sites[self.site][1]]
+        return bool(free[i]) and not free[i + 1:].any()
 
     def advance(self, token: int, value: float | None = None) -> None:
         """Consume one position: a token id, or the value-kind token and its value."""

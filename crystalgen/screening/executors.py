@@ -2,93 +2,53 @@
 
 All three call ``fn(*args)`` for each task and hand each result to ``on_done`` in the
 driver as soon as it finishes (in completion order), so the driver can write every
-finished shard at once. No scheduling of our own: ``concurrent.futures`` or Ray does it.
+finished shard at once. Local processes are :class:`crystalgen.parallel.WorkerPool`
+(the project's one pool); Ray is the second mechanism because it spans machines.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tqdm import tqdm
+
+from crystalgen.parallel import WorkerContext, WorkerPool, cpu_count
 
 Task = tuple[Any, ...]
 OnDone = Callable[[int, Any], None]
 
 
-def _exit_with_parent(parent: int) -> None:
-    """Stop this worker when the driver dies (a killed run must not leave shards computing)."""
-    while True:
-        time.sleep(1.0)
-        if os.getppid() != parent:
-            os._exit(1)
-
-
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-@contextmanager
-def _child_thread_limit(threads: int) -> Iterator[None]:
-    """Spawn children with ``threads`` BLAS/OpenMP threads each.
-
-    The variables must be in the environment when a child starts: OpenBLAS reads them when
-    numpy loads, which is before any initializer runs. Unlimited, two workers' BLAS threads
-    spin against each other: ASE's cell filter (tiny scipy solves) ran 5x slower.
-    """
-    saved = {k: os.environ.get(k) for k in _THREAD_VARIABLES}
-    os.environ.update({k: str(threads) for k in _THREAD_VARIABLES})
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def _init_worker(threads: int, parent: int) -> None:
-    """Limit torch threads (no oversubscription) and follow the driver's death."""
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-    except ImportError:
-        pass
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+def _call(context: WorkerContext, fn: Callable, *args: Any) -> Any:
+    return fn(*args)
 
 
 def run_local(fn: Callable, tasks: Sequence[Task], on_done: OnDone, workers: int = 1, progress: bool = True) -> None:
-    """Run tasks in this process (workers <= 1) or in a pool of spawned processes.
+    """Run tasks in this process (workers <= 1) or in a :class:`~crystalgen.parallel.WorkerPool`
+    of spawned processes (the driver may hold torch / OpenMP state that fork would copy).
 
     In this process BLAS keeps the threads it started with; for relaxations with one worker,
     start the run with ``OMP_NUM_THREADS=1`` (the pool sets it for its workers itself).
+    A shard worker samples in-process: it starts no pool of its own.
     """
     bar = tqdm(total=len(tasks), desc="shards", unit="shard", disable=not progress)
-    if workers <= 1 or len(tasks) <= 1:
-        for i, args in enumerate(tasks):
-            on_done(i, fn(*args))
-            bar.update()
-        bar.close()
-        return
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    # spawn, not fork: the driver may already hold torch / OpenMP state that fork would copy.
-    with _child_thread_limit(threads), ProcessPoolExecutor(
-        workers, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(threads, os.getpid())
-    ) as pool:
-        pending = {pool.submit(fn, *args): i for i, args in enumerate(tasks)}
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                on_done(pending.pop(fut), fut.result())
+    try:
+        if workers <= 1 or len(tasks) <= 1:
+            for i, args in enumerate(tasks):
+                on_done(i, fn(*args))
                 bar.update()
-    bar.close()
+            return
+
+        def done(i: int, result: Any) -> None:
+            on_done(i, result)
+            bar.update()
+
+        threads = max(1, cpu_count() // workers)
+        with WorkerPool(min(workers, len(tasks)), fork=False, threads=threads) as pool:
+            pool.run(_call, [(fn, *args) for args in tasks], on_done=done)
+    finally:
+        bar.close()
 
 
 def run_ray(

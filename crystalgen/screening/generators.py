@@ -1,4 +1,4 @@
-"""Turning the config's ``generator`` string into an object with ``.sample(...)``.
+"""Turning the config's ``generator`` string into a :class:`~crystalgen.generation.protocol.Generator`.
 
 Accepted values:
   "default"          the shipped model (``CrystalGenerator.from_pretrained()``)
@@ -6,14 +6,13 @@ Accepted values:
   "module:factory"   any importable callable returning a generator (plug-ins, tests)
   anything else      a model directory for ``CrystalGenerator.from_pretrained(path=...)``
 
-A generator's ``sample`` returns ``list[GenerationResult]``; keyword arguments it does not
-declare (a baseline has no temperature) and options the config leaves unset are not passed.
+Every generator is called through the protocol's ``sample`` keywords; one that has no use
+for a sampling knob (a baseline has no temperature) ignores it.
 """
 
 from __future__ import annotations
 
 import importlib
-import inspect
 import itertools
 import json
 import math
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 from pymatgen.core import Composition
 
+from crystalgen.generation.protocol import Generator
 from crystalgen.results import GenerationResult
 from crystalgen.screening.config import SamplingConfig, Target
 
@@ -89,11 +89,20 @@ class PyXtalTargets:
             raise ValueError(f"no cell of {formula or chemsys} fits num_atoms={num_atoms} / max_atoms={self.max_atoms}")
         return cells
 
+    name = "pyxtal"
+    parallel_safe = True
+
+    def predict_structure(self, composition: Composition | str, n: int = 1,
+                          seed: int | None = None) -> list[GenerationResult]:
+        return self.baseline.predict_structure(composition, n=n, seed=seed)
+
     def sample(
-        self, n: int, seed: int, formula: str | None = None, chemsys: str | None = None,
-        num_atoms: int | None = None,
+        self, n: int = 1, seed: int | None = None, formula: str | None = None, chemsys: str | None = None,
+        spacegroup: int | None = None, num_atoms: int | None = None, temperature: float | None = None,
+        batch_size: int | None = None, validate: bool | None = None,
     ) -> list[GenerationResult]:
-        """``n`` random crystals; a composition pyxtal cannot place is skipped, not retried."""
+        """``n`` random crystals; a composition pyxtal cannot place is skipped, not retried.
+        ``spacegroup`` and the sampling knobs are not used (see the class docstring)."""
         rng = np.random.default_rng(seed)
         cells = self._cells(formula, chemsys, num_atoms)
         out = []
@@ -116,7 +125,7 @@ def _build(spec: str, options: dict[str, Any]) -> Any:
     return CrystalGenerator.from_pretrained(path=None if spec == "default" else spec, **{"device": "cpu", **options})
 
 
-def load_generator(spec: str, options: dict[str, Any] | None = None) -> Any:
+def load_generator(spec: str, options: dict[str, Any] | None = None) -> Generator:
     """The generator named by ``spec`` (built with ``options``), built once per process."""
     options = dict(options or {})
     key = spec + json.dumps(options, sort_keys=True)
@@ -126,28 +135,11 @@ def load_generator(spec: str, options: dict[str, Any] | None = None) -> Any:
 
 
 def sample_target(
-    generator: Any, target: Target, n: int, seed: int, sampling: SamplingConfig
+    generator: Generator, target: Target, n: int, seed: int, sampling: SamplingConfig
 ) -> list[GenerationResult]:
     """``n`` candidates for ``target`` with a fixed seed."""
-    wanted: dict[str, Any] = {
-        "n": n,
-        "formula": target.formula,
-        "chemsys": target.chemsys,
-        "spacegroup": target.spacegroup,
-        "num_atoms": target.num_atoms,
-        "temperature": sampling.temperature,
-        "seed": seed,
-        "batch_size": sampling.batch_size,
-        "validate": False,  # the pipeline validates against the target's intent itself
-    }
-    params = inspect.signature(generator.sample).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    for required in ("n", "seed"):
-        if not takes_any and required not in params:
-            raise TypeError(f"{type(generator).__name__}.sample must accept `{required}`")
-    for key in ("formula", "chemsys"):
-        if wanted[key] is not None and not takes_any and key not in params:
-            raise TypeError(f"{type(generator).__name__}.sample does not accept `{key}`")
-    # Unset options are left to the generator's own defaults.
-    kwargs = {k: v for k, v in wanted.items() if v is not None and (takes_any or k in params)}
-    return list(generator.sample(**kwargs))
+    return list(generator.sample(
+        n=n, seed=seed, formula=target.formula, chemsys=target.chemsys, spacegroup=target.spacegroup,
+        num_atoms=target.num_atoms, temperature=sampling.temperature, batch_size=sampling.batch_size,
+        validate=False,  # the pipeline validates against the target's intent itself
+    ))

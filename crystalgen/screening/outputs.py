@@ -32,7 +32,7 @@ from pymatgen.core import Structure
 from pymatgen.io.cif import CifWriter
 
 from crystalgen.output_paths import umask_mode
-from crystalgen.screening.pipeline import ScreenResult
+from crystalgen.screening.result import ScreenResult
 from crystalgen.screening.shards import atomic_write_bytes
 from crystalgen.screening.stages import STAGES
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,37 +23,14 @@ from pymatgen.core import Composition, Structure
 
 from crystalgen.screening.config import ScreenConfig
 from crystalgen.screening.executors import run_tasks
+from crystalgen.screening.outputs import write_outputs as write_run_outputs
 from crystalgen.screening.reference import ReferenceIndex, load_reference
+from crystalgen.screening.result import ScreenResult
 from crystalgen.screening.shards import atomic_write_bytes, plan_shards, read_shard, shard_path, write_shard
 from crystalgen.screening.stages import STAGES, DedupEntry, deduplicate, make_matcher
 from crystalgen.screening.worker import run_shard
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ScreenResult:
-    """What a finished run produced (also written to RUN_DIR, see ``outputs``).
-
-    candidates: one dict per candidate, in (target, shard, index) order, with the
-        stage it reached, its flags, scores and ``rank`` within its target (1 = best,
-        None = unranked).
-    funnel: per target name (and "total"), candidates left after each stage.
-    seconds: time spent per stage, summed over the shards this invocation ran, plus
-        "merge" and "export" in the driver.
-    """
-
-    config: ScreenConfig
-    candidates: list[dict[str, Any]]
-    funnel: dict[str, dict[str, int]]
-    seconds: dict[str, float] = field(default_factory=dict)
-    shards_run: int = 0
-    warnings: list[str] = field(default_factory=list)
-
-    def ranked(self) -> list[dict[str, Any]]:
-        """The ranked candidates, target by target (config order), best first."""
-        return sorted((c for c in self.candidates if c["rank"] is not None),
-                      key=lambda c: (c["target_index"], c["rank"]))
 
 
 def _reference_for_targets(config: ScreenConfig) -> list[ReferenceIndex | None]:
@@ -179,9 +155,7 @@ def run_screen(
         log.warning(w)
 
     if write_outputs:
-        from crystalgen.screening.outputs import write_outputs as _write
-
         t0 = time.perf_counter()
-        _write(result, run_dir)
+        write_run_outputs(result, run_dir)
         seconds["export"] = time.perf_counter() - t0
     return result

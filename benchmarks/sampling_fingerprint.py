@@ -1,0 +1,68 @@
+"""A digest of exactly what the shipped model samples for fixed seeds.
+
+    python benchmarks/sampling_fingerprint.py [--n 64] [--workers 0 2] [--json docs/results/sampling_fingerprint.json]
+
+Samples a few requests (formulas, a chemical system, ``predict_structures``) with
+``workers=0`` and ``workers=2`` and hashes each crystal's lattice, species, fractional
+coordinates (float bits) and log-likelihood. A refactor of the sampler that claims "no
+behaviour change" must leave every digest identical on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+
+import numpy as np
+import torch
+
+from crystalgen.api import CrystalGenerator
+
+
+def digest(results) -> str:
+    """SHA-256 over the exact float bits of every result, in order."""
+    h = hashlib.sha256()
+    for r in results:
+        if r is None:
+            h.update(b"none")
+            continue
+        s = r.structure
+        h.update(np.asarray(s.lattice.matrix, np.float64).tobytes())
+        h.update(",".join(site.species_string for site in s).encode())
+        h.update(np.asarray(s.frac_coords, np.float64).tobytes())
+        h.update(np.float64(r.log_likelihood).tobytes())
+        h.update(json.dumps(r.report, sort_keys=True, default=str).encode() if r.report else b"-")
+    return h.hexdigest()[:16]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=64)
+    ap.add_argument("--workers", type=int, nargs="*", default=[0, 2], help="worker counts to run")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    out: dict[str, str] = {}
+    for workers in args.workers:
+        gen = CrystalGenerator.from_pretrained(workers=workers)
+        for formula in ("NaCl", "SrTiO3", "LiFePO4"):
+            out[f"w{workers}/{formula}"] = digest(gen.sample(n=args.n, formula=formula, seed=7, batch_size=32))
+        out[f"w{workers}/chemsys Li-Fe-O"] = digest(gen.sample(n=args.n, chemsys="Li-Fe-O", seed=3, batch_size=32))
+        out[f"w{workers}/only_valid GaN"] = digest(gen.sample(n=16, formula="GaN", seed=5, only_valid=True))
+        out[f"w{workers}/T0 NaCl"] = digest(gen.sample(n=4, formula="NaCl", seed=1, temperature=0.0))
+        out[f"w{workers}/unguarded MoS2"] = digest(gen.sample(n=16, formula="MoS2", seed=2, min_distance=0.0))
+        per = gen.predict_structures(["NaCl", "SrTiO3", "Li4Fe4P4O16", "Xe9"], n=8, seed=11, batch_size=16)
+        out[f"w{workers}/predict_structures"] = digest([r for rs in per for r in rs])
+        out[f"w{workers}/predict_structure"] = digest(gen.predict_structure("Ga2N2", n=8, seed=4))
+        gen.close()
+        print(json.dumps({k: v for k, v in out.items() if k.startswith(f"w{workers}/")}, indent=1), flush=True)
+    summary = {"hardware": f"{platform.processor() or platform.machine()}, torch {torch.__version__}",
+               "n": args.n, "digests": out}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

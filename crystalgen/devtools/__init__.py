@@ -1,0 +1,1 @@
+"""Checks on the code base itself (not shipped behaviour): ``python -m crystalgen.devtools.imports``."""

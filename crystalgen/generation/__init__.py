@@ -1,0 +1,13 @@
+"""From a request to finished crystals, one mechanism per module.
+
+Imports run downward only (checked by ``python -m crystalgen.devtools.imports``)::
+
+    shards   -> decoder, finish, rng        (run a request's jobs, in workers or here)
+    finish   -> request                     (sequence -> GenerationResult: decode, validate, trace)
+    decoder  -> guard, request, options     (the batched decode loop: admit / prefill / step / commit)
+    guard                                   (distance guard for the last free coordinate of a site)
+    rng                                     (per-sequence random keys)
+    request, options, protocol              (what was asked for, how to sample, who can be driven)
+
+``crystalgen.api`` is the facade over this package.
+"""

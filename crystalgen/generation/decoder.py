@@ -1,0 +1,417 @@
+"""The batched, grammar-constrained decode loop, with the decoding cache.
+
+One prefill of all (left-padded) prefixes, then one position per step for the whole
+batch: the attention KV cache and the DeltaNet state mean no step re-runs the prefix.
+The loop is four small functions around an explicit :class:`Batch`:
+
+- :func:`admit` / :func:`prefill`: retire finished rows, start waiting prefixes in the
+  free slots (continuous batching: a finished row's slot is refilled, its earlier cache
+  positions masked, so no step waits for the longest sequence);
+- :func:`step`: choose every live row's next position. At a token position the token
+  head's logits are masked to what the row's :class:`~crystalgen.representation.grammar.Grammar`
+  allows (and, during the plan, to the request's elements); at a free value position a
+  draw from the value head of that kind (lattice length, angle, fractional coordinate),
+  or its mode at ``temperature == 0``; the last free coordinate of a site goes through
+  the distance guard (:mod:`crystalgen.generation.guard`); a derived value is the one the
+  crystal system or Wyckoff position fixes;
+- :func:`commit`: advance each row's grammar and feed the chosen positions to the model.
+
+Every row draws from its own random stream (:mod:`crystalgen.generation.rng`), so its
+output depends on its key alone, not on the batch size or on which other prefixes share
+the call. Numpy and torch only (no pymatgen structures), so this also runs in training.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from crystalgen.generation.guard import CANDIDATES, Clearance, MinDistance
+from crystalgen.generation.request import ElementRule
+from crystalgen.generation.rng import keys_from_generator, streams_at
+from crystalgen.heads import masked_logits, sample_token
+from crystalgen.representation import vocab as V
+from crystalgen.representation.grammar import DEFAULT_MAX_ATOMS, Grammar, NoLegalCompletion, ValueSlot
+from crystalgen.representation.sequence import VK_COORD
+
+log = logging.getLogger(__name__)
+
+#: once no job is waiting, drop finished rows from the batch when at most this share runs
+COMPACT_BELOW = 0.75
+#: trim the cache's time axis when this many leading positions are padding for every row
+TRIM_AT = 16
+
+
+@dataclass
+class SampledSequence:
+    """A finished sequence: prefix and generated part, and its log-likelihood (nats).
+
+    The log-likelihood is the model's own (temperature 1) log-probability of the sampled
+    tokens under the grammar-masked distribution plus the log-density of the free values.
+    """
+
+    tokens: np.ndarray
+    values: np.ndarray
+    log_likelihood: float
+
+
+class Row:
+    """Decoding state of one sequence of the batch."""
+
+    __slots__ = ("grammar", "rule", "mask", "in_plan", "elements_seen", "tokens", "values", "ll", "failed",
+                 "pending", "index", "prefix_len", "clearance", "key")
+
+    def __init__(self, grammar: Grammar, rule: ElementRule | None, index: int, prefix_len: int, key: int,
+                 guard: bool) -> None:
+        self.grammar = grammar
+        self.rule = rule
+        self.mask = rule.element_mask() if rule is not None and rule.allowed is not None else None
+        self.in_plan = True
+        self.elements_seen: set[str] = set()
+        self.tokens: list[int] = []
+        self.values: list[float] = []
+        self.ll = 0.0
+        self.failed = False
+        self.pending: tuple[int, float, int] | None = None  # (token, value, kind) chosen this step
+        self.index = index  # which prefix this row completes
+        self.prefix_len = prefix_len
+        self.clearance = Clearance() if guard else None
+        self.key = key  # the sequence's random stream
+
+    @property
+    def positions(self) -> int:
+        """Cache positions this row occupies (its prefix plus what it generated)."""
+        return self.prefix_len + len(self.tokens)
+
+    @property
+    def live(self) -> bool:
+        return not self.failed and not self.grammar.done
+
+    def result(self, prefix: np.ndarray) -> SampledSequence | None:
+        if self.failed or not self.grammar.done:
+            return None
+        toks = np.concatenate([np.asarray(prefix, np.int64), np.asarray(self.tokens, np.int64)])
+        vals = np.concatenate([np.zeros(len(prefix), np.float32), np.asarray(self.values, np.float32)])
+        return SampledSequence(toks, vals, self.ll)
+
+    def token_mask(self, allowed: np.ndarray) -> np.ndarray:
+        """The grammar's mask, narrowed by the element rule while the plan is written."""
+        if self.rule is None or not self.in_plan:
+            return allowed
+        mask = allowed if self.mask is None else allowed & self.mask
+        if self.rule.required - self.elements_seen:
+            # the plan may not close before every required element has appeared
+            mask = mask.copy()
+            mask[V.VPA0 : V.VPA0 + V.N_VPA] = False
+        return mask
+
+    def record_token(self, tok: int) -> None:
+        if tok == V.END_PLAN:
+            self.in_plan = False
+        elif self.in_plan and V.in_range(tok, V.EL0, len(V.ELEMENTS)):
+            self.elements_seen.add(V.token_element(tok))
+
+
+@dataclass
+class Batch:
+    """Everything the loop carries between steps: the work, the slots, the model's cache."""
+
+    prefixes: list[np.ndarray]
+    rules: list[ElementRule | None]
+    keys: np.ndarray  # uint64, one random-stream key per prefix
+    batch_size: int
+    temperature: float
+    min_distance: MinDistance
+    max_atoms: int
+    max_new: int
+    waiting: Iterator[int] = field(init=False)
+    slots: list[Row | None] = field(default_factory=list)
+    cache: object | None = None
+    hidden: torch.Tensor | None = None
+    finished: list[tuple[int, SampledSequence | None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.waiting = iter(range(len(self.prefixes)))
+
+    @property
+    def guard(self) -> bool:
+        return self.temperature > 0 and (isinstance(self.min_distance, np.ndarray) or self.min_distance > 0)
+
+    def live(self) -> list[int]:
+        return [j for j, row in enumerate(self.slots) if row is not None]
+
+
+@torch.inference_mode()
+def generate_batch(
+    model,
+    prefixes: list[np.ndarray],
+    rules: list[ElementRule | None] | None = None,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    max_atoms: int = DEFAULT_MAX_ATOMS,
+    max_new: int = 512,
+    min_distance: MinDistance = 0.0,
+) -> list[SampledSequence | None]:
+    """Complete every prefix (each ending in ``<plan>``) to ``<eos>``, all in one batch;
+    ``generator`` seeds the sequences' keys. One :class:`SampledSequence` per prefix, or
+    None where the prefix has no legal completion or the element rule left no legal token."""
+    keys = keys_from_generator(len(prefixes), generator)
+    out: list[SampledSequence | None] = [None] * len(prefixes)
+    for i, seq in generate_stream(model, prefixes, keys, rules, temperature, max_atoms, max_new,
+                                  batch_size=max(len(prefixes), 1), min_distance=min_distance):
+        out[i] = seq
+    return out
+
+
+@torch.inference_mode()
+def generate_stream(
+    model,
+    prefixes: list[np.ndarray],
+    keys: np.ndarray,
+    rules: list[ElementRule | None] | None = None,
+    temperature: float = 1.0,
+    max_atoms: int = DEFAULT_MAX_ATOMS,
+    max_new: int = 512,
+    batch_size: int = 512,
+    min_distance: MinDistance = 0.0,
+) -> Iterator[tuple[int, SampledSequence | None]]:
+    """Yield ``(index of the prefix, sequence or None)`` as sequences finish, keeping up
+    to ``batch_size`` of them running.
+
+    ``keys``: one uint64 random-stream key per prefix (:func:`~crystalgen.generation.rng.sequence_keys`).
+    ``min_distance`` (Å or a per-pair matrix; 0 = off): the distance guard for the last
+    free coordinate of each site (at ``temperature > 0``). Off here, the model as
+    trained; the API and CLI turn it on.
+    """
+    batch = Batch(prefixes, rules or [None] * len(prefixes), np.asarray(keys, np.uint64), batch_size,
+                  temperature, min_distance, max_atoms, max_new)
+    while True:
+        admit(model, batch)
+        yield from batch.finished
+        batch.finished.clear()
+        if not batch.live():
+            return
+        compact(batch)
+        step(model, batch)
+        commit(model, batch)
+
+
+def _start_rows(batch: Batch, count: int) -> list[Row]:
+    """Rows for up to ``count`` next prefixes that have a legal completion (the others
+    finish at once, as None)."""
+    rows: list[Row] = []
+    for i in batch.waiting:
+        try:
+            grammar = Grammar.start(batch.prefixes[i], max_atoms=batch.max_atoms)
+        except NoLegalCompletion as err:
+            log.debug("no legal completion: %s", err)
+            batch.finished.append((i, None))
+            continue
+        rows.append(Row(grammar, batch.rules[i], i, len(batch.prefixes[i]), int(batch.keys[i]), batch.guard))
+        if len(rows) == count:
+            break
+    return rows
+
+
+def admit(model, batch: Batch) -> None:
+    """Retire finished rows; refill their slots with waiting prefixes (prefilled together,
+    then written into the shared cache) once enough slots are free."""
+    for j, row in enumerate(batch.slots):
+        if row is not None and not row.live:
+            batch.finished.append((row.index, row.result(batch.prefixes[row.index])))
+            batch.slots[j] = None
+    free = [j for j, row in enumerate(batch.slots) if row is None]
+    refill_min = max(1, batch.batch_size // 16)
+    if batch.cache is not None and not (free and (len(free) >= refill_min or len(free) == len(batch.slots))):
+        return
+    new = _start_rows(batch, batch.batch_size if batch.cache is None else len(free))
+    if not new:
+        return
+    cache, hidden = prefill(model, [batch.prefixes[row.index] for row in new])
+    if batch.cache is None:
+        batch.cache, batch.hidden, batch.slots = cache, hidden, new
+        return
+    where = free[: len(new)]
+    batch.cache.insert(torch.as_tensor(where, device=model.device), cache)
+    batch.hidden[torch.as_tensor(where, device=model.device)] = hidden
+    for j, row in zip(where, new):
+        batch.slots[j] = row
+
+
+def prefill(model, prefixes: list[np.ndarray]):
+    """A fresh cache holding these prefixes, and each one's last hidden state. Identical
+    prefixes (every row of a ``sample`` call) are computed once and copied."""
+    device = model.device
+    keys = [np.asarray(p, np.int64).tobytes() for p in prefixes]
+    unique = list(dict.fromkeys(keys))
+    where = {k: u for u, k in enumerate(unique)}
+    tokens, mask = _left_pad([np.frombuffer(k, np.int64).copy() for k in unique])
+    cache = model.new_cache(len(unique), tokens.shape[1] + 64)
+    hidden = model.step(tokens.to(device), torch.zeros(tokens.shape, device=device),
+                        torch.zeros_like(tokens).to(device), cache, attention_mask=mask.to(device))
+    if len(unique) < len(prefixes):
+        rows = torch.as_tensor([where[k] for k in keys], device=device)
+        cache.select(rows)
+        hidden = hidden[rows]
+    return cache, hidden
+
+
+def _left_pad(prefixes: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(p) for p in prefixes)
+    tokens = torch.zeros(len(prefixes), width, dtype=torch.long)
+    mask = torch.zeros(len(prefixes), width, dtype=torch.bool)
+    for i, p in enumerate(prefixes):
+        tokens[i, width - len(p) :] = torch.as_tensor(np.asarray(p, np.int64))
+        mask[i, width - len(p) :] = True
+    return tokens, mask
+
+
+def compact(batch: Batch) -> None:
+    """Drop empty slots once at most ``COMPACT_BELOW`` of them run (nothing is left to
+    refill with), and trim cache positions that are padding for every row."""
+    live = batch.live()
+    if len(live) <= COMPACT_BELOW * len(batch.slots):
+        keep = torch.as_tensor(live, device=batch.hidden.device)
+        batch.cache.select(keep)
+        batch.hidden = batch.hidden[keep]
+        batch.slots = [batch.slots[j] for j in live]
+    span = max(row.positions for row in batch.slots if row is not None)
+    if batch.cache.length - span >= TRIM_AT:
+        batch.cache.keep_last(span)
+
+
+def _only_token(mask: np.ndarray) -> int | None:
+    """The one legal token of a mask, None if several, -1 if none."""
+    ids = np.flatnonzero(mask)
+    return -1 if len(ids) == 0 else int(ids[0]) if len(ids) == 1 else None
+
+
+def _streams(batch: Batch, slots: list[int], device):
+    rows = batch.slots
+    return streams_at(np.array([rows[j].key for j in slots], np.uint64),
+                      np.array([len(rows[j].tokens) for j in slots], np.uint64), device)
+
+
+def step(model, batch: Batch) -> None:
+    """Choose every live row's next position (``row.pending = (token, value, kind)``).
+
+    Forced tokens and derived values need no model call; the others are drawn from the
+    token head (grammar-masked) or the value head of their kind, one call per kind
+    (guarded coordinates separately: several draws each).
+    """
+    rows, hidden, temperature = batch.slots, batch.hidden, batch.temperature
+    device = hidden.device
+    token_slots: list[int] = []
+    token_masks: list[np.ndarray] = []
+    value_slots: dict[int, list[int]] = {}
+    guarded: list[int] = []
+    for j in batch.live():
+        row = rows[j]
+        try:
+            allowed = row.grammar.next_allowed()
+        except NoLegalCompletion as err:  # a dead end: the row yields None, the others go on
+            log.debug("sequence %d stopped: %s", row.index, err)
+            row.failed = True
+            continue
+        if isinstance(allowed, ValueSlot):
+            if allowed.free:
+                row.pending = (allowed.token, 0.0, allowed.kind)
+                if row.clearance is not None and row.grammar.last_free_coordinate_next():
+                    guarded.append(j)
+                else:
+                    value_slots.setdefault(allowed.kind, []).append(j)
+            else:
+                row.pending = (allowed.token, float(allowed.derived_value), allowed.kind)
+            continue
+        m = row.token_mask(allowed)
+        forced = _only_token(m)
+        if forced == -1:
+            row.failed = True
+            continue
+        if forced is not None:  # forced token: probability 1, no model call needed
+            row.pending = (forced, 0.0, 0)
+        else:
+            token_slots.append(j)
+            token_masks.append(m)
+    if token_slots:
+        _draw_tokens(model, batch, token_slots, token_masks)
+    for kind, slots in value_slots.items():
+        dist = model.value_distribution(hidden[torch.as_tensor(slots, device=device)], kind)
+        drawn = dist.sample(temperature, _streams(batch, slots, device))
+        lp = dist.log_prob(drawn).cpu().numpy().tolist()
+        for j, v, l in zip(slots, drawn.float().cpu().numpy().tolist(), lp):
+            rows[j].pending = (rows[j].pending[0], v, kind)
+            rows[j].ll += l
+    if guarded:
+        _draw_clear(model, batch, guarded)
+
+
+def _draw_tokens(model, batch: Batch, slots: list[int], masks: list[np.ndarray]) -> None:
+    """One grammar-masked draw from the token head per row (argmax at temperature 0)."""
+    device = batch.hidden.device
+    idx = torch.as_tensor(slots, device=device)
+    logits = masked_logits(model.token_logits(batch.hidden[idx]).float(),
+                           torch.as_tensor(np.stack(masks), device=device))
+    logp = torch.log_softmax(logits, dim=-1)
+    streams = _streams(batch, slots, device) if batch.temperature > 0 else None
+    chosen = sample_token(logits, None, batch.temperature, streams)
+    chosen_lp = logp.gather(-1, chosen[:, None]).squeeze(-1).cpu().numpy()
+    for j, tok, lp in zip(slots, chosen.cpu().numpy().tolist(), chosen_lp.tolist()):
+        batch.slots[j].pending = (tok, 0.0, 0)
+        batch.slots[j].ll += lp
+
+
+def _draw_clear(model, batch: Batch, slots: list[int]) -> None:
+    """The last free coordinate of a site for these rows: ``CANDIDATES`` draws each, keep
+    the first whose orbit stays clear of the placed atoms (else the farthest). The
+    log-likelihood counts the kept value under the untruncated head."""
+    rows, hidden = batch.slots, batch.hidden
+    dist = model.value_distribution(hidden[torch.as_tensor(slots, device=hidden.device)], VK_COORD)
+    drawn = dist.sample(batch.temperature, _streams(batch, slots, hidden.device), n=CANDIDATES).float()
+    values = drawn.cpu().numpy()
+    pick = [rows[j].clearance.first_clear(rows[j].grammar.partial_crystal(), values[r], batch.min_distance)
+            for r, j in enumerate(slots)]
+    kept = drawn[torch.arange(len(slots)), torch.as_tensor(pick)]
+    lp = dist.log_prob(kept).cpu().numpy().tolist()
+    for j, v, l in zip(slots, kept.cpu().numpy().tolist(), lp):
+        rows[j].pending = (rows[j].pending[0], v, VK_COORD)
+        rows[j].ll += l
+
+
+def commit(model, batch: Batch) -> None:
+    """Advance every row's grammar by its chosen position and feed the batch's new
+    positions to the model (rows that stopped feed a padding position)."""
+    n = len(batch.slots)
+    new_tok = np.zeros(n, np.int64)
+    new_val = np.zeros(n, np.float32)
+    new_kind = np.zeros(n, np.int64)
+    for j in batch.live():
+        row = batch.slots[j]
+        if row.failed or row.pending is None:
+            continue
+        tok, val, kind = row.pending
+        row.pending = None
+        try:
+            row.grammar.advance(tok, val)
+        except (NoLegalCompletion, ValueError) as err:
+            log.debug("sequence %d stopped: %s", row.index, err)
+            row.failed = True
+            continue
+        row.record_token(tok)
+        row.tokens.append(tok)
+        row.values.append(val)
+        if len(row.tokens) >= batch.max_new and not row.grammar.done:
+            row.failed = True
+        new_tok[j], new_val[j], new_kind[j] = tok, val, kind
+    device = model.device
+    batch.cache.reserve(batch.cache.length + 1)
+    batch.hidden = model.step(
+        torch.as_tensor(new_tok[:, None], device=device),
+        torch.as_tensor(new_val[:, None], device=device),
+        torch.as_tensor(new_kind[:, None], device=device),
+        batch.cache,
+    )

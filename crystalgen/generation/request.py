@@ -1,0 +1,141 @@
+"""What the user asked for: checked, and turned into the model's prefix and an element rule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+from pymatgen.core import Composition, Element
+
+from crystalgen.representation import vocab as V
+from crystalgen.representation.grammar import DEFAULT_MAX_ATOMS, Grammar, NoLegalCompletion
+from crystalgen.representation.sequence import Conditioning, encode_prefix
+from crystalgen.representation.tables import element_order_key
+
+
+@dataclass(frozen=True)
+class ElementRule:
+    """Which elements the plan may use when the prefix gives no composition.
+
+    ``allowed``: elements the plan may draw from (None: any). ``required``: elements the
+    plan must contain, all of them (a chemical system); the grammar lists elements in
+    canonical order, so a required element can never be skipped past.
+    """
+
+    allowed: frozenset[str] | None = None
+    required: frozenset[str] = frozenset()
+
+    def element_mask(self) -> np.ndarray:
+        """Boolean mask over the vocabulary: element tokens this rule permits (others True)."""
+        mask = np.ones(V.VOCAB_SIZE, bool)
+        if self.allowed is not None:
+            els = slice(V.EL0, V.EL0 + len(V.ELEMENTS))
+            mask[els] = False
+            for el in self.allowed | self.required:
+                mask[V.element_token(el)] = True
+        return mask
+
+
+class RequestError(ValueError):
+    """A generation request that cannot be met (unknown element, impossible composition, ...)."""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What to generate, resolved into the model's prefix and an element rule."""
+
+    prefix: np.ndarray
+    rule: ElementRule | None
+    formula: str | None  # reduced formula asked for, for validation
+    spacegroup: int | None
+    num_atoms: int | None  # atoms in the primitive cell (checked after generation when no formula)
+
+    @classmethod
+    def build(
+        cls,
+        formula: str | Composition | None = None,
+        chemsys: str | Iterable[str] | None = None,
+        elements: Iterable[str] | None = None,
+        spacegroup: int | None = None,
+        num_atoms: int | None = None,
+        exact_cell: bool = False,
+        max_atoms: int = DEFAULT_MAX_ATOMS,
+    ) -> "GenerationRequest":
+        """Check a request and turn it into a prefix; raises :class:`RequestError`.
+
+        ``formula``: a reduced formula lets the model choose the formula units; a
+        multiple (``Li4Fe4P4O16``) or ``exact_cell=True`` fixes the primitive cell's
+        content, as crystal structure prediction does. ``num_atoms``: atoms in the
+        primitive cell. ``chemsys`` ("Li-Fe-O"): exactly these elements;
+        ``elements``: any subset of these.
+        """
+        given = [x is not None for x in (formula, chemsys, elements)]
+        if sum(given) > 1:
+            raise RequestError("give at most one of formula, chemsys and elements")
+        if spacegroup is not None and not 1 <= int(spacegroup) <= 230:
+            raise RequestError(f"space group must be 1-230, got {spacegroup}")
+        sg = int(spacegroup) if spacegroup is not None else None
+        rule = None
+        cond = Conditioning(spacegroup=sg)
+        reduced_formula = None
+        if formula is not None:
+            comp = _composition(formula)
+            reduced, factor = comp.get_reduced_composition_and_factor()
+            counts = {el.symbol: int(round(n)) for el, n in reduced.items()}
+            if any(abs(n - round(n)) > 1e-8 for n in comp.values()):
+                raise RequestError(f"formula {formula!r} has fractional occupancies; crystalgen generates ordered crystals")
+            fu = int(round(factor)) if (exact_cell or factor > 1) else None
+            if num_atoms is not None:
+                per_fu = sum(counts.values())
+                if num_atoms % per_fu:
+                    raise RequestError(f"{num_atoms} atoms is not a whole number of {reduced.reduced_formula} units")
+                if fu is not None and fu * per_fu != num_atoms:
+                    raise RequestError(f"formula {formula} has {fu * per_fu} atoms, but num_atoms is {num_atoms}")
+                fu = num_atoms // per_fu
+            if max(counts.values()) > V.MAX_COUNT:
+                raise RequestError(f"{reduced.reduced_formula}: element counts above {V.MAX_COUNT} do not fit the model")
+            if fu is not None and fu > V.MAX_FU:
+                raise RequestError(f"{fu} formula units per primitive cell exceed the model's maximum {V.MAX_FU}")
+            cond = Conditioning(
+                composition={el: counts[el] for el in sorted(counts, key=element_order_key)},
+                formula_units=fu,
+                spacegroup=sg,
+            )
+            reduced_formula = reduced.reduced_formula
+        elif chemsys is not None or elements is not None:
+            names = chemsys.split("-") if isinstance(chemsys, str) else list(chemsys or elements)
+            symbols = frozenset(_element(e) for e in names if e.strip())
+            if not symbols:
+                raise RequestError("no elements given")
+            rule = ElementRule(allowed=symbols, required=symbols if chemsys is not None else frozenset())
+        task = "csp" if cond.composition else "gen"
+        prefix = encode_prefix(cond, task=task)
+        try:
+            Grammar.start(prefix, max_atoms=max_atoms)
+        except NoLegalCompletion as err:
+            raise RequestError(str(err)) from None
+        return cls(prefix, rule, reduced_formula, sg, num_atoms)
+
+
+def _element(symbol: str) -> str:
+    symbol = symbol.strip()
+    try:
+        el = Element(symbol)
+    except ValueError:
+        raise RequestError(f"unknown element {symbol!r}") from None
+    if el.symbol not in V.ELEMENTS:
+        raise RequestError(f"element {el.symbol} is outside the model's vocabulary (H to Pu)")
+    return el.symbol
+
+
+def _composition(formula: str | Composition) -> Composition:
+    try:
+        comp = formula if isinstance(formula, Composition) else Composition(str(formula))
+    except Exception as err:
+        raise RequestError(f"cannot read formula {formula!r}: {err}") from None
+    if not comp.elements:
+        raise RequestError(f"formula {formula!r} has no elements")
+    for el in comp.elements:  # pymatgen reads unknown symbols as dummy species
+        _element(getattr(el, "symbol", str(el)))
+    return comp
