@@ -12,8 +12,9 @@ import torch
 from click.testing import CliRunner
 from pymatgen.core import Composition, Structure
 from pymatgen.symmetry.groups import SpaceGroup
+from ase.data import covalent_radii
 
-from crystalgen.api import PRETRAINED_DIR, CrystalGenerator, RequestError
+from crystalgen.api import PRETRAINED_DIR, CrystalGenerator, RequestError, SamplingOptions
 from crystalgen.cli import main
 from crystalgen.io import read_h5, write_results
 from crystalgen.results import GenerationResult
@@ -275,6 +276,21 @@ def test_distance_guard_keeps_atoms_apart(gen):
     for r in guarded:  # the guard changes coordinates only: the composition and plan still hold
         assert r.structure.composition.reduced_formula == "Li2MnO3"
         assert r.report["checks"]["composition"]["pass"] is True
+
+
+def test_distance_guard_follows_the_physical_rule(gen):
+    """By default the guard keeps each pair 0.65 of its covalent radii apart, the validators'
+    verdict; with the ratio off it keeps only the flat 0.5 Å, and far more crystals fail."""
+    physical = gen.sample(n=64, formula="LiFePO4", seed=0)
+    flat = gen.sample(n=64, formula="LiFePO4", seed=0, options=SamplingOptions(seed=0, covalent_ratio=0.0))
+
+    def passed(results):
+        return np.mean([r.report["checks"]["distance"]["pass"] for r in results])
+
+    assert passed(physical) >= passed(flat) + 0.25, (passed(physical), passed(flat))
+    limits = SamplingOptions().guard_limits
+    assert limits[11, 17] == pytest.approx(0.65 * (covalent_radii[11] + covalent_radii[17]))
+    assert SamplingOptions(temperature=0).guard_limits == 0.0
 
 
 def test_shipped_model_follows_its_plan(gen):

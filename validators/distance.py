@@ -11,6 +11,8 @@ by ``benchmarks/calibrate_distance.py`` on MPTS-52 test crystals:
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from ase.data import covalent_radii
 from pymatgen.core import Lattice, Structure
@@ -24,11 +26,22 @@ MIN_DISTANCE_A = 0.5
 MIN_COVALENT_RATIO = 0.65
 
 
-def pair_min_distance(z_i: int | np.ndarray, z_j: int | np.ndarray, ratio: float = MIN_COVALENT_RATIO) -> np.ndarray:
+def pair_min_distance(z_i: int | np.ndarray, z_j: int | np.ndarray, ratio: float = MIN_COVALENT_RATIO,
+                      floor: float = MIN_DISTANCE_A) -> np.ndarray:
     """Closest approach (Å) the physical rule allows between elements ``z_i`` and ``z_j``:
-    ``max(0.5, ratio * (r_cov_i + r_cov_j))``; broadcasts over arrays of atomic numbers."""
+    ``max(floor, ratio * (r_cov_i + r_cov_j))``; broadcasts over arrays of atomic numbers."""
     radii = covalent_radii[np.asarray(z_i)] + covalent_radii[np.asarray(z_j)]
-    return np.maximum(MIN_DISTANCE_A, ratio * radii)
+    return np.maximum(floor, ratio * radii)
+
+
+@lru_cache(maxsize=8)
+def pair_limits(ratio: float = MIN_COVALENT_RATIO, floor: float = MIN_DISTANCE_A) -> np.ndarray:
+    """:func:`pair_min_distance` for every pair of elements, as a read-only matrix indexed
+    by atomic numbers (what the sampler's distance guard takes)."""
+    z = np.arange(len(covalent_radii))
+    limits = pair_min_distance(z[:, None], z[None, :], ratio, floor)
+    limits.setflags(write=False)
+    return limits
 
 
 def min_distances(structure: Structure | Cell) -> tuple[float, float]:

@@ -82,8 +82,11 @@ def _only_valid_shortfall(n_kept: int, n: int, unfiltered, budget: int | None) -
 @click.option("--min-distance", type=click.FloatRange(0), default=0.5, show_default=True,
               help="Distance guard (Å): redraw a site's last free coordinate while its atoms would come closer "
                    "than this to atoms already placed; 0 samples the model unguarded.")
+@click.option("--covalent-ratio", type=click.FloatRange(0), default=0.65, show_default=True,
+              help="The guard also keeps each pair this fraction of its covalent radii sum apart (the validators' "
+                   "physical rule); 0 guards with --min-distance alone.")
 def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, seed, batch_size, workers, device,
-            model_path, out, fmt, overwrite, trace, only_valid, min_distance) -> None:
+            model_path, out, fmt, overwrite, trace, only_valid, min_distance, covalent_ratio) -> None:
     """Generate crystal structures and write them to OUT.
 
     \b
@@ -110,7 +113,7 @@ def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, s
     unfiltered = []
     try:
         options = SamplingOptions(temperature=temperature, seed=seed, batch_size=batch_size, min_distance=min_distance,
-                                  validate=True, only_valid=only_valid, progress=sys.stderr.isatty())
+                                  covalent_ratio=covalent_ratio, validate=True, only_valid=only_valid, progress=sys.stderr.isatty())
         results = gen.generate(request, n, options=options)
         if only_valid and len(results) < n:  # the same seed redraws the first round, to say what failed
             unfiltered = gen.generate(request, n, options=dataclasses.replace(options, only_valid=False, progress=False))

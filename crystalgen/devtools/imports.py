@@ -32,7 +32,7 @@ LAYERS = [
     ("crystalgen.backbone", "crystalgen.heads"),
     ("crystalgen.validators", "crystalgen.results", "crystalgen.consistency"),
     ("crystalgen.representation",),
-    ("crystalgen.parallel", "crystalgen.pretrained"),
+    ("crystalgen.parallel", "crystalgen.pretrained", "crystalgen.output_paths"),
 ]
 #: the root package resolves ``crystalgen.CrystalGenerator`` lazily (PEP 562) for users
 EXEMPT = {"crystalgen"}

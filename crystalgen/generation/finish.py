@@ -42,6 +42,7 @@ def finish(seq: SampledSequence | None, request: GenerationRequest,
             "temperature": options.temperature,
             "seed": options.seed,
             "min_distance": options.guard_distance,
+            "covalent_ratio": options.covalent_ratio if options.guard_distance > 0 else 0.0,
             "planned_spacegroup": plan.spacegroup,
         },
     )

@@ -69,7 +69,7 @@ def run_shard(model, requests: list[GenerationRequest], spec: ShardSpec,
     pending = 0
     for i, seq in generate_stream(model, [r.prefix for r in reqs], spec.keys, [r.rule for r in reqs],
                                   opts.temperature, spec.max_atoms, batch_size=opts.batch_size,
-                                  min_distance=opts.min_distance):
+                                  min_distance=opts.guard_limits):
         out[i] = finish(seq, reqs[i], opts)
         pending += 1
         if report is not None and pending == REPORT_EVERY:
