@@ -139,10 +139,14 @@ def corpus_fingerprint(path: Path) -> str:
 
 
 def sidecar_paths(path: Path, fingerprint: str) -> list[Path]:
-    """Where the index cache may live: next to the corpus, else in the user cache."""
+    """Where the index cache may live: next to the corpus (unless its folder is marked read-only,
+    which even root respects here), else in the user cache."""
     beside = (path / ".analogues.npz") if path.is_dir() else path.with_name(path.name + ".analogues.npz")
     cache_root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "crystalgen" / "analogues"
-    return [beside, cache_root / f"{fingerprint.split(':')[-1][:24]}.npz"]
+    in_cache = cache_root / f"{fingerprint.split(':')[-1][:24]}.npz"
+    folder = beside.parent
+    read_only = folder.is_dir() and not folder.stat().st_mode & 0o222
+    return [in_cache] if read_only else [beside, in_cache]
 
 
 @dataclass

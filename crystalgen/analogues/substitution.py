@@ -69,7 +69,16 @@ def oxidation_species(reduced_formula: str) -> dict[str, Species] | None:
 
 @lru_cache(maxsize=1 << 18)
 def _log_cond_prob(target: Species, analogue: Species) -> float:
-    return math.log(max(substitution_table().cond_prob(target, analogue), 1e-12))
+    """NaN for a species the table has never seen (pymatgen divides by its zero frequency)."""
+    try:
+        return math.log(max(substitution_table().cond_prob(target, analogue), 1e-12))
+    except ZeroDivisionError:
+        return math.nan
+
+
+def _table_scores(a_els, t_els, a_species, t_species) -> np.ndarray | None:
+    score = np.array([[_log_cond_prob(t_species[t], a_species[a]) for t in t_els] for a in a_els])
+    return None if np.isnan(score).any() else score
 
 
 def _mendeleev(symbol: str) -> int:
@@ -87,13 +96,15 @@ def best_mapping(
     a_species = oxidation_species(Composition(dict(analogue)).reduced_formula)
     t_species = oxidation_species(Composition(dict(target)).reduced_formula)
     use_table = a_species is not None and t_species is not None
+    groups = [([e for e, c in analogue if c == count], [e for e, c in target if c == count])
+              for count in sorted({c for _, c in target})]
+    tables = [_table_scores(a, t, a_species, t_species) for a, t in groups] if use_table else []
+    use_table = use_table and all(s is not None for s in tables)  # a species outside the table: fallback
     pairs: list[tuple[str, str]] = []
     total = 0.0
-    for count in sorted({c for _, c in target}):
-        a_els = [e for e, c in analogue if c == count]
-        t_els = [e for e, c in target if c == count]
+    for k, (a_els, t_els) in enumerate(groups):
         if use_table:
-            score = np.array([[_log_cond_prob(t_species[t], a_species[a]) for t in t_els] for a in a_els])
+            score = tables[k]
         else:
             score = np.array([[-abs(_mendeleev(a) - _mendeleev(t)) / MENDELEEV_SCALE for t in t_els] for a in a_els])
         rows, cols = linear_sum_assignment(score, maximize=True)
