@@ -22,7 +22,6 @@ import json
 import math
 import time
 from collections import Counter
-from pathlib import Path
 
 import click
 import numpy as np
@@ -35,6 +34,7 @@ from crystalgen.analogues.exclusion import exclude_test_crystals
 from crystalgen.analogues.index import load_index
 from crystalgen.analogues.volume import VolumeRule
 from crystalgen.evaluation.datasets import load_structures
+from crystalgen.evaluation.report import write_json
 from crystalgen.evaluation.metrics import MATCHER_KWARGS
 
 
@@ -115,10 +115,9 @@ def main(test_path: str, reference: str, n_test: int, depth: int, energy: bool, 
         "top1": {name: rate(fn) for name, fn in rankings.items()},
         "top5": {name: rate(fn, 5) for name, fn in rankings.items()},
     }
-    text = json.dumps(result, indent=2)
-    click.echo(text)
+    click.echo(json.dumps(result, indent=2))
     if json_out:
-        Path(json_out).write_text(text + "\n")
+        write_json(json_out, result)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import platform
 import time
-from pathlib import Path
 
 import click
 import numpy as np
@@ -26,6 +25,7 @@ from crystalgen.analogues.index import load_index
 from crystalgen.analogues.volume import VolumeRule
 from crystalgen.analogues.substitution import substitution_table
 from crystalgen.evaluation.datasets import load_structures
+from crystalgen.evaluation.report import write_json
 
 
 def _volume_errors(index, n_eval: int, seed: int) -> dict:
@@ -91,10 +91,9 @@ def main(query_path: str, n_queries: int, reference: str, volume_n: int, json_ou
         "mean_candidates": float(np.mean([len(c) for c in found])),
         "volume": _volume_errors(index, volume_n, 0),
     }
-    text = json.dumps(result, indent=2)
-    click.echo(text)
+    click.echo(json.dumps(result, indent=2))
     if json_out:
-        Path(json_out).write_text(text + "\n")
+        write_json(json_out, result)
 
 
 if __name__ == "__main__":

@@ -162,3 +162,9 @@ def test_cli_csp_model_with_analogue_baseline_row(mpts52_sample_path, tmp_path):
     assert report["settings"]["analogues"]["excluded_by_id"] == 6
     for row in report["rows"].values():
         assert {"match_rate", "rmse", "n_test", "n_samples"} <= set(row) and row["n_test"] == 6
+
+
+def test_any_cell_finds_analogues_whose_primitive_cell_holds_more_formula_units(mpts_index):
+    assert find_candidates(mpts_index, "YbNdSe3") == []  # Z = 2 analogues do not fit one formula unit
+    found = find_candidates(mpts_index, "YbNdSe3", exact_cell=False)
+    assert found[0].known and found[0].reference_id == "mp-11787" and found[0].z_ratio == 1

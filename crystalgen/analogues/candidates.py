@@ -59,12 +59,14 @@ def _rank_key(c: Candidate) -> tuple:
     return (not c.known, -round(c.mapping.log_prob, 9) if not c.known else 0.0, e_hull, c.entry)
 
 
-def find_candidates(index: AnalogueIndex, composition: Composition | str) -> list[Candidate]:
-    """Every analogue of `composition` (an exact cell composition), best first."""
+def find_candidates(index: AnalogueIndex, composition: Composition | str, exact_cell: bool = True) -> list[Candidate]:
+    """Every analogue of `composition`, best first. exact_cell: the composition is the cell's
+    (candidates are repeated to its formula units); else any Z is accepted and kept (a user's
+    "Fe2O3" then finds corundum, whose primitive cell holds two formula units)."""
     elements, counts, units = composition_key(composition)
     target = tuple(sorted(zip(elements, counts)))
     found = []
-    for i in index.lookup(counts, units):
+    for i in index.lookup(counts, units if exact_cell else None):
         analogue = tuple(sorted((Element.from_Z(z).symbol, c) for z, c in zip(index.elements[i], index.counts[i])))
         mapping = best_mapping(analogue, target)
         if mapping is None:
@@ -72,7 +74,7 @@ def find_candidates(index: AnalogueIndex, composition: Composition | str) -> lis
         found.append(Candidate(
             entry=int(i), reference_id=str(index.ids[i]), reference_formula=index.formula(int(i)),
             spacegroup=int(index.spacegroup[i]), mapping=mapping, known=analogue == target,
-            e_above_hull=float(index.e_above_hull[i]), z_ratio=units // int(index.z[i]),
+            e_above_hull=float(index.e_above_hull[i]), z_ratio=units // int(index.z[i]) if exact_cell else 1,
         ))
     return sorted(found, key=_rank_key)
 

@@ -35,11 +35,14 @@ from crystalgen.validators.result import Intent
 class AnalogueConfig:
     """extra_candidates: candidates built beyond K, so that K distinct ones remain after
     deduplication; energy_top: re-rank this many top candidates by CHGNet energy (0: off);
-    energy_weight: nats per eV/atom in the combined score (see energy.py)."""
+    energy_weight: nats per eV/atom in the combined score (see energy.py); exact_cell: the
+    composition is the cell's (the CSP task); False accepts analogues of any Z (a user's
+    reduced formula)."""
 
     extra_candidates: int = 10
     energy_top: int = 0
     energy_weight: float = 10.0
+    exact_cell: bool = True
 
 
 def _describe(c: Candidate) -> str:
@@ -67,7 +70,7 @@ class AnalogueGenerator:
 
     def candidates(self, composition: Composition | str) -> list[Candidate]:
         """Every analogue of `composition`, best first; NoAnalogueError when there is none."""
-        found = find_candidates(self.index, composition)
+        found = find_candidates(self.index, composition, self.config.exact_cell)
         if not found:
             raise NoAnalogueError(f"no analogue for {Composition(composition).formula}: the reference corpus "
                                   f"({Path(self.index.origin).name or 'index'}) holds no structure of that "

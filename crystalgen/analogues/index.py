@@ -186,10 +186,10 @@ class AnalogueIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def lookup(self, counts: tuple[int, ...], formula_units: int) -> np.ndarray:
-        """Entries with these reduced counts (any order) whose Z divides `formula_units`."""
+    def lookup(self, counts: tuple[int, ...], formula_units: int | None) -> np.ndarray:
+        """Entries with these reduced counts (any order) whose Z divides `formula_units` (any Z if None)."""
         hits = self._by_key.get(tuple(sorted(counts)), np.zeros(0, dtype=np.int64))
-        return hits[formula_units % self.z[hits] == 0] if len(hits) else hits
+        return hits[formula_units % self.z[hits] == 0] if len(hits) and formula_units else hits
 
     def formula(self, i: int) -> str:
         """Entry i's reduced formula."""
