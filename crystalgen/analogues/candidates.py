@@ -6,7 +6,8 @@ target's formula units. Ranking (best first):
    e_above_hull first: a known composition comes back as itself, ground state first;
 2. then by the mapping's substitution log-probability (`substitution.best_mapping`);
 3. ties (polymorphs of one analogue formula) by the analogue's e_above_hull (unknown
-   counts as UNKNOWN_E_HULL eV/atom), then by corpus order.
+   counts as UNKNOWN_E_HULL eV/atom), then fewest repeats to reach the target's cell (a
+   primitive cell as large as the target's cell first), then corpus order.
 A candidate's structure is the analogue's primitive cell with the elements substituted,
 repeated to the target's formula units and rescaled by the volume rule.
 """
@@ -56,7 +57,7 @@ class Candidate:
 
 def _rank_key(c: Candidate) -> tuple:
     e_hull = UNKNOWN_E_HULL if math.isnan(c.e_above_hull) else c.e_above_hull
-    return (not c.known, -round(c.mapping.log_prob, 9) if not c.known else 0.0, e_hull, c.entry)
+    return (not c.known, -round(c.mapping.log_prob, 9) if not c.known else 0.0, e_hull, c.z_ratio, c.entry)
 
 
 def find_candidates(index: AnalogueIndex, composition: Composition | str, exact_cell: bool = True) -> list[Candidate]:
