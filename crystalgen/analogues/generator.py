@@ -82,9 +82,8 @@ class AnalogueGenerator:
         """The top `n` distinct analogue structures for an exact cell composition."""
         composition = Composition(composition)
         found = self.candidates(composition)
-        pool = found[: n + self.config.extra_candidates]
+        pool = found[: n + self.config.extra_candidates if n > 1 or self._energy is not None else 1]
         built = [(c, build_structure(self.index, c, self.volume_rule)) for c in pool]
-        scores = [c.mapping.log_prob for c in pool]
         energies: list[float | None] = [None] * len(pool)
         if self._energy is not None:
             top = min(self.config.energy_top, len(built))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from pymatgen.core import Composition, Element, Species
+from pymatgen.core import Element, Species
 from scipy.optimize import linear_sum_assignment
 
 from crystalgen.validators.charge import guess_oxidation_states
@@ -85,6 +85,11 @@ def _mendeleev(symbol: str) -> int:
     return int(Element(symbol).mendeleev_no)
 
 
+def _formula(counts: tuple[tuple[str, int], ...]) -> str:
+    """A formula string of reduced counts (cheaper than pymatgen's reduced_formula; same cache key)."""
+    return "".join(f"{el}{n}" for el, n in counts)
+
+
 @lru_cache(maxsize=1 << 18)
 def best_mapping(
     analogue: tuple[tuple[str, int], ...], target: tuple[tuple[str, int], ...]
@@ -93,8 +98,8 @@ def best_mapping(
     None when their anonymous formulas differ."""
     if sorted(c for _, c in analogue) != sorted(c for _, c in target):
         return None
-    a_species = oxidation_species(Composition(dict(analogue)).reduced_formula)
-    t_species = oxidation_species(Composition(dict(target)).reduced_formula)
+    a_species = oxidation_species(_formula(analogue))
+    t_species = oxidation_species(_formula(target))
     use_table = a_species is not None and t_species is not None
     groups = [([e for e, c in analogue if c == count], [e for e, c in target if c == count])
               for count in sorted({c for _, c in target})]
