@@ -8,7 +8,7 @@ of the pool held out from the fit, for every held-out entry whose best other ana
 (a) the analogue's unscaled volume, (b) the ratio rule (`VolumeRule.scale`) and (c) the
 rule's absolute volume, all per atom.
 
-    nice python benchmarks/bench_analogues.py --json-out docs/results/analogue_speed.json
+    nice python benchmarks/bench_analogues.py --n 300 --volume-n 300 --json-out docs/results/analogue_speed.json
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def main(query_path: str, n_queries: int, reference: str, volume_n: int, json_ou
             build_structure(index, cands[0], rule)
     t_build = time.perf_counter() - t0
     result = {
-        "command": "nice python benchmarks/bench_analogues.py --json-out docs/results/analogue_speed.json",
+        "command": f"nice python benchmarks/bench_analogues.py --n {n_queries} --volume-n {volume_n} --json-out docs/results/analogue_speed.json",
         "hardware": f"{platform.processor() or platform.machine()}, 2-core AMD EPYC, shared with other jobs",
         "date": "2026-12-01",
         "reference": reference, "n_reference": len(index), "queries": query_path, "n_queries": len(queries),
