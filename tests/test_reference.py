@@ -28,7 +28,7 @@ def test_build_and_read_back_a_reference(tmp_path):
 def test_shipped_pool_serves_as_novelty_reference():
     assert REFERENCE_POOL.is_file()
     ids, formulas, _ = read_reference(REFERENCE_POOL)
-    assert len(ids) == 20889 and len(set(ids)) == len(ids)
+    assert len(ids) == 37357 and len(set(ids)) == len(ids)
     index = load_reference("training-pool", [frozenset({"Li", "Fe", "O"})])
     assert {"Fe2O3", "Li5FeO4"} <= set(index)
     from pymatgen.core import Composition
@@ -37,3 +37,15 @@ def test_shipped_pool_serves_as_novelty_reference():
         assert {el.symbol for el in Composition(formula).elements} <= {"Li", "Fe", "O"}
     known = Structure.from_str(index["Fe2O3"][0][1], fmt="cif")
     assert known.composition.reduced_formula == "Fe2O3"
+
+
+def test_reference_keeps_source_and_e_above_hull(tmp_path):
+    from crystalgen.data.reference import read_reference_extras
+
+    out = build_reference(FIXTURE, tmp_path / "ref.h5")
+    extras = read_reference_extras(out)
+    with gzip.open(FIXTURE, "rt", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert extras["source"] == [r["source"] for r in rows]
+    for value, row in zip(extras["e_above_hull"], rows):
+        assert (value != value) if not row["e_above_hull"] else abs(value - float(row["e_above_hull"])) < 1e-6

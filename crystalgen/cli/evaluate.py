@@ -2,7 +2,10 @@
 
 Both commands score the chosen generator (the shipped model by default, `--model PATH`
 for another checkpoint, or `--baseline pyxtal|oracle`) and, unless `--no-compare`, the
-PyXtal baseline in the same run by the same code. They print a table and write JSON
+PyXtal baseline in the same run by the same code. `evaluate csp --strategy analogue`
+scores analogue-guided prediction (`crystalgen.analogues`) instead of the model, and
+`--baseline analogue` adds the analogue-only row beside the main one; their corpus
+(`--reference`, default the shipped pool) is stripped of the test crystals first. They print a table and write JSON
 (`--json`) and a PNG summary (`--png`).
 """
 
@@ -40,8 +43,9 @@ def _common(f):
     options = [
         click.option("--model", "model", type=click.Path(), default=None,
                      help="Model checkpoint to evaluate (default: the shipped model)."),
-        click.option("--baseline", type=click.Choice(["pyxtal", "oracle"]), default=None,
-                     help="Evaluate a baseline instead of the model (oracle = the test crystals themselves)."),
+        click.option("--baseline", type=click.Choice(["pyxtal", "oracle", "analogue"]), default=None,
+                     help="Evaluate a baseline instead of the model (oracle = the test crystals themselves); "
+                          "analogue (csp only): add the analogue-only row beside the main row."),
         click.option("--compare/--no-compare", default=True, show_default=True,
                      help="Also score the PyXtal baseline in the same run."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed for generation and subsets."),
@@ -78,11 +82,20 @@ def command() -> None:
 @click.option("--test", "test_path", type=click.Path(exists=True), required=True, help="Test crystals (CSV with cif column, ...).")
 @click.option("--samples", "n_samples", type=int, default=1, show_default=True, help="Candidates per test crystal (K).")
 @click.option("--limit", type=int, default=None, help="Score a seeded random subset of this many test crystals.")
+@click.option("--strategy", type=click.Choice(["model", "analogue"]), default="model", show_default=True,
+              help="How the main row predicts: the model, or analogues from the reference corpus.")
+@click.option("--reference", "reference", type=click.Path(exists=True), default=None,
+              help="Analogue corpus: reference pool .h5, `data prepare` output, CSV(.gz) or CIF folder "
+                   "(default: the shipped reference pool). Test crystals are removed from it first.")
+@click.option("--energy-top", type=click.IntRange(0), default=0, show_default=True,
+              help="Analogue strategy: re-rank this many top candidates by CHGNet energy (0 = off).")
 @_common
-def csp(test_path, n_samples, limit, model, baseline, compare, seed, min_distance, workers, json_out, png_out,
-        overwrite) -> None:
+def csp(test_path, n_samples, limit, strategy, reference, energy_top, model, baseline, compare, seed, min_distance,
+        workers, json_out, png_out, overwrite) -> None:
     """Crystal structure prediction: match rate and RMSE (CDVAE / DiffCSP protocol)."""
     _check_outputs(overwrite, json_out, png_out)
+    from crystalgen.analogues.generator import AnalogueConfig, AnalogueGenerator
+    from crystalgen.evaluation.analogue import held_out_analogues
     from crystalgen.evaluation.csp import CSPConfig, csp_settings, evaluate_csp
     from crystalgen.evaluation.datasets import load_structures
     from crystalgen.evaluation.plots import summary_png
@@ -90,14 +103,32 @@ def csp(test_path, n_samples, limit, model, baseline, compare, seed, min_distanc
 
     test = load_structures(test_path, limit=limit, seed=seed, workers=workers)
     config = CSPConfig(n_samples=n_samples, seed=seed, workers=workers)
+    generators, analogue_settings = [], None
+    if strategy == "analogue" or baseline == "analogue":
+        plain, analogue_settings = held_out_analogues(reference, test.ids, test.structures, workers=workers)
+        if strategy == "analogue":
+            main = plain if energy_top == 0 else AnalogueGenerator(plain.index, AnalogueConfig(energy_top=energy_top))
+            generators.append(("analogue" if energy_top == 0 else "analogue+chgnet", main))
+            analogue_settings.update(energy_top=energy_top)
+        if baseline == "analogue" and (strategy != "analogue" or energy_top > 0):
+            generators.append(("analogue", plain))
+    if strategy == "model":
+        model_rows = _generators(model, None if baseline == "analogue" else baseline, compare, test.structures,
+                                 min_distance=min_distance)
+        generators = model_rows[:1] + generators + model_rows[1:]
+    elif compare:
+        generators += _generators(model, "pyxtal", False, test.structures)
     rows, densities = {}, {}
-    for name, generator in _generators(model, baseline, compare, test.structures, min_distance=min_distance):
+    for name, generator in generators:
         run = evaluate_csp(generator, test.structures, config)
         rows[name] = run.summary
         densities[name] = [c.density for item in run.items for c in item.candidates if c is not None]
     settings = csp_settings(config, test_path, len(test.structures), limit)
     settings["n_unparsable"] = test.n_unparsable
     settings["min_distance"] = min_distance
+    settings["strategy"] = strategy
+    if analogue_settings is not None:
+        settings["analogues"] = analogue_settings
     report = build_report(settings, rows, primary=next(iter(rows)))
     click.echo(format_table(rows, CSP_COLUMNS))
     if json_out:
@@ -127,6 +158,8 @@ def dng(n, test_path, train_path, test_limit, no_coverage, model, baseline, comp
     from crystalgen.evaluation.plots import summary_png
     from crystalgen.evaluation.report import build_report, format_table, write_json
 
+    if baseline == "analogue":
+        raise click.UsageError("the analogue baseline predicts structures for given compositions: use `evaluate csp`")
     config = DNGConfig(n=n, seed=seed, workers=workers, coverage=not no_coverage)
     test = load_structures(test_path, limit=test_limit, seed=seed, workers=workers) if test_path else None
     train = load_structures(train_path, workers=workers) if train_path else None

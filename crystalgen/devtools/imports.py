@@ -25,10 +25,10 @@ FOLDERS = {"crystalgen": "crystalgen", "crystalgen.backbone": "backbone", "cryst
            "crystalgen.validators": "validators", "crystalgen.data": "data"}
 LAYERS = [
     ("crystalgen.cli", "crystalgen.devtools", "crystalgen.__main__"),
-    ("crystalgen.screening", "crystalgen.evaluation", "crystalgen.training", "crystalgen.data"),
+    ("crystalgen.screening", "crystalgen.evaluation", "crystalgen.training"),
     ("crystalgen.api", "crystalgen.sampling"),
-    ("crystalgen.generation",),
-    ("crystalgen.model", "crystalgen.trace", "crystalgen.io"),
+    ("crystalgen.generation", "crystalgen.analogues"),
+    ("crystalgen.model", "crystalgen.trace", "crystalgen.io", "crystalgen.data"),
     ("crystalgen.backbone", "crystalgen.heads"),
     ("crystalgen.validators", "crystalgen.results", "crystalgen.consistency"),
     ("crystalgen.representation",),

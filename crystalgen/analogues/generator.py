@@ -1,0 +1,135 @@
+"""`AnalogueGenerator`: structure prediction from a reference corpus, no model.
+
+It answers the calls the evaluation harness makes on the model (`predict_structure`,
+`predict_structures`): the top K distinct candidates of `candidates.find_candidates`
+(duplicates by pymatgen's default StructureMatcher, compared within one analogue space
+group), optionally re-ranked by CHGNet energy (`energy.EnergyRanker`). Each result's
+trace names the analogues, the chosen one's provenance and the validators' verdict.
+Ranking is deterministic: `seed` is accepted for the harness and ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pymatgen.analysis.structure_matcher import StructureMatcher
+from pymatgen.core import Composition, Structure
+from tqdm.auto import tqdm
+import sys
+
+from crystalgen.analogues.candidates import Candidate, NoAnalogueError, build_structure, find_candidates
+from crystalgen.analogues.energy import EnergyRanker
+from crystalgen.analogues.index import AnalogueIndex, load_index
+from crystalgen.analogues.volume import VolumeRule
+from crystalgen.data.reference import REFERENCE_POOL
+from crystalgen.results import GenerationResult
+from crystalgen.trace import spacegroup_symbol
+from crystalgen.validators.pipeline import validate
+from crystalgen.validators.result import Intent
+
+
+@dataclass
+class AnalogueConfig:
+    """extra_candidates: candidates built beyond K, so that K distinct ones remain after
+    deduplication; energy_top: re-rank this many top candidates by CHGNet energy (0: off);
+    energy_weight: nats per eV/atom in the combined score (see energy.py); exact_cell: the
+    composition is the cell's (the CSP task); False accepts analogues of any Z (a user's
+    reduced formula)."""
+
+    extra_candidates: int = 10
+    energy_top: int = 0
+    energy_weight: float = 10.0
+    exact_cell: bool = True
+
+
+def _describe(c: Candidate) -> str:
+    if c.known:
+        return f"known compound: {c.reference_id}, {spacegroup_symbol(c.spacegroup)}"
+    score = (f"p={math.exp(c.mapping.log_prob):.3g}" if c.mapping.method == "pymatgen"
+             else f"Mendeleev score {c.mapping.log_prob:.2f}")
+    return (f"{c.reference_formula} ({c.reference_id}, {spacegroup_symbol(c.spacegroup)}, substitution "
+            f"{c.mapping.describe()}, {score})")
+
+
+class AnalogueGenerator:
+    """Candidates from a reference corpus (the shipped pool by default, any corpus path, or an index)."""
+
+    name = "analogue"
+
+    def __init__(self, reference: str | Path | AnalogueIndex = REFERENCE_POOL, config: AnalogueConfig | None = None,
+                 excluded: dict | None = None):
+        self.index = reference if isinstance(reference, AnalogueIndex) else load_index(reference)
+        self.config = config or AnalogueConfig()
+        self.volume_rule = VolumeRule.fit(self.index)
+        self.excluded = excluded or {}
+        self._matcher = StructureMatcher()
+        self._energy = EnergyRanker(self.config.energy_weight) if self.config.energy_top > 0 else None
+
+    def candidates(self, composition: Composition | str) -> list[Candidate]:
+        """Every analogue of `composition`, best first; NoAnalogueError when there is none."""
+        found = find_candidates(self.index, composition, self.config.exact_cell)
+        if not found:
+            raise NoAnalogueError(f"no analogue for {Composition(composition).formula}: the reference corpus "
+                                  f"({Path(self.index.origin).name or 'index'}) holds no structure of that "
+                                  f"anonymous formula")
+        return found
+
+    def predict_structure(self, composition: Composition | str, n: int = 1, seed: int | None = None,
+                          validate: bool = True) -> list[GenerationResult]:
+        """The top `n` distinct analogue structures for an exact cell composition."""
+        composition = Composition(composition)
+        found = self.candidates(composition)
+        pool = found[: n + self.config.extra_candidates if n > 1 or self._energy is not None else 1]
+        built = [(c, build_structure(self.index, c, self.volume_rule)) for c in pool]
+        energies: list[float | None] = [None] * len(pool)
+        if self._energy is not None:
+            top = min(self.config.energy_top, len(built))
+            energies[:top] = self._energy.energies([s for _, s in built[:top]])
+            order = self._energy.order(pool[:top], energies[:top]) + list(range(top, len(pool)))
+            built, energies = [built[i] for i in order], [energies[i] for i in order]
+        chosen = self._distinct(built, n)
+        return [self._result(composition, found, c, s, rank, energies[built.index((c, s))], validate)
+                for rank, (c, s) in enumerate(chosen)]
+
+    def predict_structures(self, compositions: Sequence[Composition | str], n: int = 1, seed: int | None = None,
+                           validate: bool = True) -> list[list[GenerationResult]]:
+        """`predict_structure` for many compositions; [] where one has no analogue."""
+        out = []
+        for comp in tqdm(compositions, desc="analogues", disable=not sys.stderr.isatty(), leave=False):
+            try:
+                out.append(self.predict_structure(comp, n=n, seed=seed, validate=validate))
+            except (NoAnalogueError, ValueError):
+                out.append([])
+        return out
+
+    def sample(self, n: int = 1, seed: int | None = None) -> list[GenerationResult]:
+        raise NotImplementedError("the analogue strategy predicts structures for a given composition only")
+
+    def _distinct(self, built: list[tuple[Candidate, Structure]], n: int) -> list[tuple[Candidate, Structure]]:
+        kept: list[tuple[Candidate, Structure]] = []
+        for cand, structure in built:
+            if len(kept) >= n:
+                break
+            if any(k.spacegroup == cand.spacegroup and self._matcher.fit(s, structure) for k, s in kept):
+                continue
+            kept.append((cand, structure))
+        return kept
+
+    def _result(self, composition: Composition, found: list[Candidate], cand: Candidate, structure: Structure,
+                rank: int, energy: float | None, do_validate: bool) -> GenerationResult:
+        report = validate(structure, Intent(formula=composition.formula, exact=True)).as_dict() if do_validate else None
+        lines = [f"Analogues: {len(found)} found; best {_describe(found[0])}",
+                 f"chosen: candidate {found.index(cand) + 1} (rank {rank + 1}): {_describe(cand)}"]
+        if energy is not None:
+            lines.append(f"CHGNet energy {energy:.3f} eV/atom")
+        if report is not None:
+            failed = [k for k, v in report["checks"].items() if v.get("pass") is False]
+            lines.append("validators: pass" if report["pass"] else f"validators: fail ({', '.join(failed)})")
+        trace = {"strategy": "analogue", "n_analogues": len(found), "chosen": cand.provenance(),
+                 "best": found[0].provenance(), "energy_per_atom": energy, "text": "\n".join(lines)}
+        metadata = {"generator": self.name, "formula": composition.formula, "spacegroup": cand.spacegroup,
+                    "reference_id": cand.reference_id, "known_compound": cand.known}
+        return GenerationResult(structure, trace=trace, report=report, log_likelihood=None, metadata=metadata)
