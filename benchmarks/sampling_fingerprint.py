@@ -45,7 +45,7 @@ def main() -> None:
     args = ap.parse_args()
     out: dict[str, str] = {}
     for workers in args.workers:
-        gen = CrystalGenerator.from_pretrained(workers=workers)
+        gen = CrystalGenerator.from_pretrained(workers=workers, strategy="model")
         for formula in ("NaCl", "SrTiO3", "LiFePO4"):
             out[f"w{workers}/{formula}"] = digest(gen.sample(n=args.n, formula=formula, seed=7, batch_size=32))
         out[f"w{workers}/chemsys Li-Fe-O"] = digest(gen.sample(n=args.n, chemsys="Li-Fe-O", seed=3, batch_size=32))

@@ -21,6 +21,10 @@ from typing import Iterable
 import torch
 from pymatgen.core import Composition
 
+from crystalgen.analogues.candidates import NoAnalogueError
+from crystalgen.analogues.generator import AnalogueConfig, AnalogueGenerator
+from crystalgen.analogues.index import AnalogueIndex
+from crystalgen.data.reference import REFERENCE_POOL
 from crystalgen.generation.options import DEFAULT_BATCH_SIZE, SamplingOptions
 from crystalgen.generation.request import GenerationRequest, RequestError
 from crystalgen.generation.rounds import Rounds
@@ -51,6 +55,13 @@ class CrystalGenerator:
     name = "crystalgen"
     parallel_safe = False  # it runs its own worker processes
 
+    #: where structure prediction gets its candidates: ``"model"`` samples plans from the
+    #: model; ``"analogue"`` substitutes elements into reference structures of the same
+    #: anonymous formula (:mod:`crystalgen.analogues`); ``"auto"`` lists the distinct
+    #: analogues first, best first, and fills up with the model's candidates (the model
+    #: alone where the corpus has no analogue)
+    STRATEGIES = ("auto", "model", "analogue")
+
     def __init__(
         self,
         model,
@@ -59,12 +70,17 @@ class CrystalGenerator:
         workers: int | None = None,
         model_dir: str | Path | None = None,
         min_distance: float = MIN_DISTANCE_A,
+        strategy: str = "auto",
+        reference: str | Path | AnalogueIndex | None = None,
     ) -> None:
         """``workers``: sampling processes for large requests (None: one per core on a
         CPU, none on a GPU or inside a worker process; 0: everything in this process).
         Results do not depend on it beyond float rounding.
         ``min_distance``: the distance guard (Å) every call uses unless it gives its own
-        (see :meth:`sample`); 0 turns it off."""
+        (see :meth:`sample`); 0 turns it off.
+        ``strategy``: the default of :meth:`predict_structure` (see :attr:`STRATEGIES`);
+        ``reference``: the analogue corpus (default: the shipped reference pool)."""
+        _check_strategy(strategy)
         self.model = model.eval()
         self.device = torch.device(device)
         self.max_atoms = max_atoms
@@ -72,6 +88,19 @@ class CrystalGenerator:
         self.model_dir = str(model_dir) if model_dir is not None else None
         self.min_distance = float(min_distance)
         self._rounds = Rounds(self.model, max_atoms, self.workers, self.model_dir)
+        self.strategy = strategy
+        self.reference = reference
+        self._analogues: dict[int, AnalogueGenerator] = {}
+
+    def analogues(self, reference: str | Path | AnalogueIndex | None = None) -> AnalogueGenerator:
+        """The analogue generator over ``reference`` (default: this generator's corpus),
+        loaded once (the index is cached beside the corpus)."""
+        reference = reference if reference is not None else self.reference
+        key = id(reference)
+        if key not in self._analogues:
+            self._analogues[key] = AnalogueGenerator(reference if reference is not None else REFERENCE_POOL,
+                                                     AnalogueConfig(exact_cell=True))
+        return self._analogues[key]
 
     def close(self) -> None:
         """Stop the worker processes (they are started on the first large request)."""
@@ -149,13 +178,37 @@ class CrystalGenerator:
         progress: bool | None = None,
         min_distance: float | None = None,
         options: SamplingOptions | None = None,
+        strategy: str | None = None,
+        reference: str | Path | AnalogueIndex | None = None,
     ) -> list[GenerationResult]:
-        """Crystal structure prediction: ``n`` candidates with exactly this cell content
-        (at most 3 x ``n`` attempts; other arguments as in :meth:`sample`)."""
-        request = GenerationRequest.build(composition, exact_cell=True, max_atoms=self.max_atoms)
+        """Crystal structure prediction: ``n`` distinct candidates with exactly this cell
+        content, best first. ``strategy`` (None: the generator's, ``"auto"`` by default;
+        see :attr:`STRATEGIES`) and ``reference`` (the analogue corpus) choose where
+        candidates come from; the model makes at most 3 x ``n`` attempts; other arguments
+        as in :meth:`sample`. Raises :class:`RequestError` when neither the model nor an
+        analogue can express the composition."""
+        strategy = _check_strategy(strategy or self.strategy)
+        _check_n(n)
+        analogue: list[GenerationResult] = []
+        if strategy != "model":
+            try:
+                analogue = self.analogues(reference).predict_structure(Composition(composition), n=n,
+                                                                     validate=validate is not False)
+            except NoAnalogueError as err:
+                if strategy == "analogue":
+                    raise RequestError(str(err)) from None
+            if strategy == "analogue" or len(analogue) >= n:
+                return analogue[:n]
+        try:
+            request = GenerationRequest.build(composition, exact_cell=True, max_atoms=self.max_atoms)
+        except RequestError:
+            if analogue:
+                return analogue
+            raise
         opts = self.options(options, temperature=temperature, seed=seed, batch_size=batch_size, validate=validate,
                             progress=progress, min_distance=min_distance)
-        return self.generate(request, n, options=opts.with_(only_valid=False, max_rounds=3))
+        model = self.generate(request, n - len(analogue), options=opts.with_(only_valid=False, max_rounds=3))
+        return analogue + model
 
     def predict_structures(
         self,
@@ -169,6 +222,8 @@ class CrystalGenerator:
         progress: bool | None = None,
         min_distance: float | None = None,
         options: SamplingOptions | None = None,
+        strategy: str | None = None,
+        reference: str | Path | AnalogueIndex | None = None,
     ) -> list[list[GenerationResult]]:
         """Crystal structure prediction for many compositions at once (other arguments as
         in :meth:`sample`).
@@ -176,11 +231,21 @@ class CrystalGenerator:
         Sequences of different compositions share batches (left-padded prefixes), which
         is what makes evaluating thousands of test crystals fast. Returns ``n``
         candidates per composition (fewer where the model failed ``max_rounds`` times;
-        none for a composition the model cannot express).
+        none for a composition the model cannot express). ``strategy`` and ``reference``
+        as in :meth:`predict_structure`: analogues first, then the model's candidates.
         """
+        strategy = _check_strategy(strategy or self.strategy)
         _check_n(n)
+        analogue: list[list[GenerationResult]] = [[] for _ in compositions]
+        if strategy != "model":
+            analogue = self.analogues(reference).predict_structures(compositions, n=n, validate=validate is not False)
+            if strategy == "analogue" or all(len(a) >= n for a in analogue):
+                return [a[:n] for a in analogue]
         requests: list[GenerationRequest | None] = []
-        for comp in compositions:
+        for comp, found in zip(compositions, analogue):
+            if len(found) >= n:
+                requests.append(None)
+                continue
             try:
                 requests.append(GenerationRequest.build(comp, exact_cell=True, max_atoms=self.max_atoms))
             except RequestError as err:
@@ -188,7 +253,8 @@ class CrystalGenerator:
                 requests.append(None)
         opts = self.options(options, temperature=temperature, seed=seed, batch_size=batch_size, validate=validate,
                             max_rounds=max_rounds, progress=progress, min_distance=min_distance)
-        return self._rounds.generate_many(requests, n, opts)
+        model = self._rounds.generate_many(requests, n, opts)
+        return [(found + more)[:n] for found, more in zip(analogue, model)]
 
     def generate(
         self,
@@ -210,6 +276,12 @@ class CrystalGenerator:
                             only_valid=only_valid, max_rounds=max_rounds, progress=progress,
                             min_distance=min_distance)
         return self._rounds.generate(request, n, opts)
+
+
+def _check_strategy(strategy: str) -> str:
+    if strategy not in CrystalGenerator.STRATEGIES:
+        raise RequestError(f"strategy must be one of {', '.join(CrystalGenerator.STRATEGIES)}, got {strategy!r}")
+    return strategy
 
 
 def _check_n(n: int) -> None:

@@ -58,6 +58,7 @@ class AnalogueGenerator:
     """Candidates from a reference corpus (the shipped pool by default, any corpus path, or an index)."""
 
     name = "analogue"
+    parallel_safe = False  # its index is large to pickle; a query is a lookup plus a few structures
 
     def __init__(self, reference: str | Path | AnalogueIndex = REFERENCE_POOL, config: AnalogueConfig | None = None,
                  excluded: dict | None = None):

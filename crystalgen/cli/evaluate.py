@@ -21,7 +21,7 @@ DNG_COLUMNS = [
 
 
 def _generators(model: str | None, baseline: str | None, compare: bool, oracle_structures, pyxtal_pool=None,
-                min_distance: float = 0.5):
+                min_distance: float = 0.5, strategy: str = "model", reference=None):
     """[(name, generator)], the primary first; the model is imported only if used."""
     from crystalgen.evaluation.baseline import PyXtalBaseline
     from crystalgen.evaluation.oracle import OracleGenerator
@@ -32,8 +32,8 @@ def _generators(model: str | None, baseline: str | None, compare: bool, oracle_s
     elif baseline == "oracle":
         primary = OracleGenerator(oracle_structures)
     else:
-        primary = load_model_generator(model, min_distance=min_distance)
-    out = [("model" if baseline is None else baseline, primary)]
+        primary = load_model_generator(model, min_distance=min_distance, strategy=strategy, reference=reference)
+    out = [(("model" if strategy == "model" else f"model ({strategy})") if baseline is None else baseline, primary)]
     if compare and baseline != "pyxtal":
         out.append(("pyxtal", PyXtalBaseline(pyxtal_pool)))
     return out
@@ -82,8 +82,9 @@ def command() -> None:
 @click.option("--test", "test_path", type=click.Path(exists=True), required=True, help="Test crystals (CSV with cif column, ...).")
 @click.option("--samples", "n_samples", type=int, default=1, show_default=True, help="Candidates per test crystal (K).")
 @click.option("--limit", type=int, default=None, help="Score a seeded random subset of this many test crystals.")
-@click.option("--strategy", type=click.Choice(["model", "analogue"]), default="model", show_default=True,
-              help="How the main row predicts: the model, or analogues from the reference corpus.")
+@click.option("--strategy", type=click.Choice(["model", "analogue", "auto"]), default="model", show_default=True,
+              help="How the main row predicts: the model, analogues from the reference corpus, or auto "
+                   "(analogues first, then the model's candidates).")
 @click.option("--reference", "reference", type=click.Path(exists=True), default=None,
               help="Analogue corpus: reference pool .h5, `data prepare` output, CSV(.gz) or CIF folder "
                    "(default: the shipped reference pool). Test crystals are removed from it first.")
@@ -104,7 +105,7 @@ def csp(test_path, n_samples, limit, strategy, reference, energy_top, model, bas
     test = load_structures(test_path, limit=limit, seed=seed, workers=workers)
     config = CSPConfig(n_samples=n_samples, seed=seed, workers=workers)
     generators, analogue_settings = [], None
-    if strategy == "analogue" or baseline == "analogue":
+    if strategy in ("analogue", "auto") or baseline == "analogue":
         plain, analogue_settings = held_out_analogues(reference, test.ids, test.structures, workers=workers)
         if strategy == "analogue":
             main = plain if energy_top == 0 else AnalogueGenerator(plain.index, AnalogueConfig(energy_top=energy_top))
@@ -112,9 +113,10 @@ def csp(test_path, n_samples, limit, strategy, reference, energy_top, model, bas
             analogue_settings.update(energy_top=energy_top)
         if baseline == "analogue" and (strategy != "analogue" or energy_top > 0):
             generators.append(("analogue", plain))
-    if strategy == "model":
+    if strategy in ("model", "auto"):
         model_rows = _generators(model, None if baseline == "analogue" else baseline, compare, test.structures,
-                                 min_distance=min_distance)
+                                 min_distance=min_distance, strategy=strategy,
+                                 reference=plain.index if strategy == "auto" else None)
         generators = model_rows[:1] + generators + model_rows[1:]
     elif compare:
         generators += _generators(model, "pyxtal", False, test.structures)

@@ -25,7 +25,7 @@ def _summary_table(results) -> str:
             lines.append(f"{name:<18}{sum(verdicts) / len(verdicts):>10.1%}")
     if n and results[0].report is not None:
         lines.append(f"{'overall':<18}{sum(bool(r.valid) for r in results) / n:>10.1%}")
-    rates = consistency_rates([r.trace["consistency"] for r in results if r.trace]) or {}
+    rates = consistency_rates([r.trace["consistency"] for r in results if r.trace and "consistency" in r.trace]) or {}
     for key in ("spacegroup", "composition", "density", "all"):
         if key in rates:
             lines.append(f"{'plan ' + key:<18}{rates[key]:>10.1%}")
@@ -85,8 +85,12 @@ def _only_valid_shortfall(n_kept: int, n: int, unfiltered, budget: int | None) -
 @click.option("--covalent-ratio", type=click.FloatRange(0), default=0.65, show_default=True,
               help="The guard also keeps each pair this fraction of its covalent radii sum apart (the validators' "
                    "physical rule); 0 guards with --min-distance alone.")
+@click.option("--strategy", type=click.Choice(["model", "analogue", "auto"]), default="model", show_default=True,
+              help="With --formula: model samples plans from the model; analogue substitutes elements into reference "
+                   "structures of the same anonymous formula (the formula is then the cell content: Li4Fe4P4O16 for "
+                   "four formula units); auto lists analogues first, then the model's candidates.")
 def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, seed, batch_size, workers, device,
-            model_path, out, fmt, overwrite, trace, only_valid, min_distance, covalent_ratio) -> None:
+            model_path, out, fmt, overwrite, trace, only_valid, min_distance, covalent_ratio, strategy) -> None:
     """Generate crystal structures and write them to OUT.
 
     \b
@@ -103,6 +107,8 @@ def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, s
     except OutputError as err:
         raise click.ClickException(str(err)) from None
     element_list = [e for e in elements.split(",")] if elements else None
+    if strategy != "model" and (formula is None or spacegroup is not None or num_atoms is not None or only_valid):
+        raise click.UsageError(f"--strategy {strategy} takes --formula alone (no --spacegroup, --num-atoms, --only-valid)")
     try:
         gen = CrystalGenerator.from_pretrained(model_path, device=device, workers=workers)
         request = GenerationRequest.build(formula, chemsys, element_list, spacegroup, num_atoms,
@@ -114,9 +120,14 @@ def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, s
     try:
         options = SamplingOptions(temperature=temperature, seed=seed, batch_size=batch_size, min_distance=min_distance,
                                   covalent_ratio=covalent_ratio, validate=True, only_valid=only_valid, progress=sys.stderr.isatty())
-        results = gen.generate(request, n, options=options)
+        if strategy == "model":
+            results = gen.generate(request, n, options=options)
+        else:
+            results = gen.predict_structure(formula, n, options=options, strategy=strategy)
         if only_valid and len(results) < n:  # the same seed redraws the first round, to say what failed
             unfiltered = gen.generate(request, n, options=dataclasses.replace(options, only_valid=False, progress=False))
+    except RequestError as err:
+        raise click.UsageError(str(err)) from None
     finally:
         gen.close()
     elapsed = time.perf_counter() - start
@@ -130,8 +141,9 @@ def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, s
         raise click.ClickException(str(err)) from None
     if trace:
         for i, r in enumerate(results):
-            click.echo(f"--- crystal {i} ({r.structure.composition.reduced_formula}, "
-                       f"log-likelihood {r.log_likelihood:.1f})")
+            source = (f"log-likelihood {r.log_likelihood:.1f}" if r.log_likelihood is not None
+                      else f"analogue of {r.metadata.get('reference_id')}")
+            click.echo(f"--- crystal {i} ({r.structure.composition.reduced_formula}, {source})")
             click.echo(r.trace["text"])
     click.echo(_summary_table(results))
     click.echo(f"wrote {len(results)} crystals to {out} (generated and validated in {elapsed:.1f} s, "

@@ -15,10 +15,15 @@ def generator_name(generator: object) -> str:
     return str(generator.name)
 
 
-def load_model_generator(path: str | None = None, min_distance: float | None = None) -> Generator:
+def load_model_generator(path: str | None = None, min_distance: float | None = None, strategy: str = "model",
+                         reference=None) -> Generator:
     """The shipped model (or the checkpoint at `path`), imported only when asked for;
-    ``min_distance``: its distance guard (Å, 0 = off; None: the sampler's default)."""
+    ``min_distance``: its distance guard (Å, 0 = off; None: the sampler's default);
+    ``strategy``: ``"model"`` scores the model alone, ``"auto"`` analogues from
+    ``reference`` (an index already stripped of the test crystals) first."""
     from crystalgen.api import CrystalGenerator  # lazy: heavy, and optional for baselines
 
-    kwargs = {} if min_distance is None else {"min_distance": min_distance}
+    kwargs = {"strategy": strategy, "reference": reference}
+    if min_distance is not None:
+        kwargs["min_distance"] = min_distance
     return CrystalGenerator.from_pretrained(path, **kwargs)

@@ -1,0 +1,67 @@
+"""Structure prediction strategies of the API and CLI: analogues, the model, and both."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+from pymatgen.core import Composition
+from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+from crystalgen.api import CrystalGenerator, RequestError
+from crystalgen.cli import main
+
+NO_ANALOGUE = "Li5Fe3P7O2Cl11"  # no structure of this anonymous formula in the shipped pool
+
+
+@pytest.fixture(scope="module")
+def gen():
+    g = CrystalGenerator.from_pretrained(workers=0)
+    yield g
+    g.close()
+
+
+def test_known_compound_comes_back_as_itself(gen):
+    """The default ("auto") answers NaCl with rock salt from the reference pool, and says so."""
+    [nacl] = gen.predict_structure("NaCl", n=1)
+    assert SpacegroupAnalyzer(nacl.structure, symprec=0.1).get_space_group_number() == 225
+    assert nacl.metadata["known_compound"] and nacl.metadata["reference_id"] == "mp-22862"
+    assert "known compound: mp-22862" in nacl.trace["text"]
+    assert nacl.report["pass"]
+
+
+def test_auto_lists_distinct_analogues_then_the_model(gen):
+    results = gen.predict_structure("SrTiO3", n=3, seed=0)
+    assert len(results) == 3
+    assert all(r.structure.composition.reduced_formula == "SrTiO3" for r in results)
+    assert all(r.metadata.get("generator") == "analogue" for r in results)
+    only_model = gen.predict_structure("SrTiO3", n=2, seed=0, strategy="model")
+    assert all(r.log_likelihood is not None and "reference_id" not in r.metadata for r in only_model)
+
+
+def test_no_analogue_is_an_error_for_analogues_and_the_model_for_auto(gen):
+    with pytest.raises(RequestError, match="no analogue"):
+        gen.predict_structure(NO_ANALOGUE, n=1, strategy="analogue")
+    results = gen.predict_structures(["NaCl", "Mg1Si1O3"], n=1, seed=0, strategy="analogue")
+    assert len(results) == 2 and results[0]
+    with pytest.raises(RequestError, match="strategy"):
+        gen.predict_structure("NaCl", strategy="nearest")
+
+
+def test_auto_falls_back_to_the_model_where_no_analogue_exists(gen):
+    comp = NO_ANALOGUE
+    with pytest.raises(RequestError):
+        gen.predict_structure(comp, n=1, strategy="analogue")
+    results = gen.predict_structure(comp, n=2, seed=0)
+    assert results and all(r.log_likelihood is not None for r in results)
+    assert all(r.structure.composition.almost_equals(Composition(comp)) for r in results)
+
+
+def test_cli_sample_strategy(tmp_path):
+    out = tmp_path / "nacl"
+    run = CliRunner().invoke(main, ["sample", "--formula", "NaCl", "-n", "1", "--strategy", "analogue",
+                                    "--workers", "0", "--out", str(out), "--trace"])
+    assert run.exit_code == 0, run.output
+    assert "known compound: mp-22862" in run.output and len(list(out.glob("*.cif"))) == 1
+    bad = CliRunner().invoke(main, ["sample", "--formula", NO_ANALOGUE, "-n", "1", "--strategy", "analogue",
+                                    "--workers", "0", "--out", str(tmp_path / "none")])
+    assert bad.exit_code != 0 and "no analogue" in bad.output and not (tmp_path / "none").exists()
