@@ -16,12 +16,13 @@ import time
 from pathlib import Path
 
 import click
+import numpy as np
 import torch
 
 from crystalgen.data.corpus import read_corpus
 from crystalgen.model import CrystalModel
 from crystalgen.training.config import DataConfig
-from crystalgen.training.dataset import encode_corpus, split, validation_batches
+from crystalgen.training.dataset import encode_corpus, is_validation, split, validation_batches
 from crystalgen.training.distributed import DistContext
 from crystalgen.training.loop import evaluate
 
@@ -35,7 +36,10 @@ from crystalgen.training.loop import evaluate
 def main(model_dir: Path, data: Path, json_out: Path, seed: int, threads: int) -> None:
     torch.set_num_threads(threads)
     cfg = DataConfig()
-    _, val = split(encode_corpus(read_corpus(data), cfg.max_length, progress=False), cfg.val_fraction, seed)
+    corpus = read_corpus(data)
+    held = np.array([is_validation(str(m), cfg.val_fraction, seed) for m in corpus.ids])
+    corpus.wyckoff["ok"] = corpus.wyckoff["ok"] & held  # encode only the validation part
+    _, val = split(encode_corpus(corpus, cfg.max_length, progress=False), cfg.val_fraction, seed)
     batches = validation_batches(val, cfg.batch_size)
     ctx = DistContext()
     t0 = time.perf_counter()
