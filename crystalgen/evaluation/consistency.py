@@ -41,7 +41,8 @@ def plan_consistency(
             out["formula"] = False
     if plan.get("density"):
         planned_density = float(plan["density"])
-        out["density"] = abs(structure.density - planned_density) <= DENSITY_RTOL * planned_density
+        out["density"] = structure.volume > 0 and (
+            abs(structure.density - planned_density) <= DENSITY_RTOL * planned_density)
     return out or None
 
 
