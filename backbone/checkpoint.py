@@ -5,11 +5,12 @@ Real Qwen3.5-MoE / Intern-S2 checkpoints store the text model under
 expert separately (``mlp.experts.<e>.{gate,up,down}_proj.weight``); this module maps
 those onto :class:`CausalLM` (stacked ``experts.gate_up_proj`` / ``experts.down_proj``),
 one tensor at a time, so a sharded 35B checkpoint loads without a second copy.
+Saved buffers (FoPE's ``rotary_emb.cos_coef`` / ``sin_coef``) are filled and required
+like parameters.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,8 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from torch import nn
+
+from .shards import INDEX_FILE, SINGLE_FILE, weight_files
 
 _EXPERT = re.compile(r"^(.*\.experts)\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
 _SKIPPED_PREFIXES = ("model.visual.", "visual.", "model.vision_tower.", "vision_tower.")
@@ -35,10 +38,8 @@ def checkpoint_files(path: str | Path) -> list[Path]:
     path = Path(path)
     if path.is_file():
         return [path]
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return [path / s for s in shards]
+    if (path / INDEX_FILE).is_file() or (path / SINGLE_FILE).is_file():
+        return weight_files(path)
     files = sorted(path.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"no safetensors checkpoint in {path}")
@@ -74,7 +75,7 @@ def load_hf_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) 
 
     ``strict`` raises when a model parameter stays unfilled or a tensor has no home.
     """
-    params = dict(model.named_parameters())
+    params = _tensors(model)
     report = LoadReport()
     filled: set[str] = set()
     for file in checkpoint_files(path):
@@ -101,21 +102,28 @@ def load_hf_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) 
     return report
 
 
-def _destination(params: dict[str, nn.Parameter], name: str) -> tuple[str | None, torch.Tensor | None]:
-    """The model parameter (and the slice of it) that checkpoint tensor ``name`` fills."""
+def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every tensor a checkpoint holds: parameters (a tied one once) and persistent buffers."""
+    aliases = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+    buffers = {name: t for name, t in model.state_dict().items() if name not in aliases}
+    return {**{name: p.data for name, p in model.named_parameters()}, **buffers}
+
+
+def _destination(params: dict[str, torch.Tensor], name: str) -> tuple[str | None, torch.Tensor | None]:
+    """The model tensor (and the slice of it) that checkpoint tensor ``name`` fills."""
     if name in params:
-        return name, params[name].data
+        return name, params[name]
     m = _EXPERT.match(name)
     if m is None:
         return None, None
     base, e, proj = m.group(1), int(m.group(2)), m.group(3)
     if proj == "down_proj":
         target = f"{base}.down_proj"
-        return (target, params[target].data[e]) if target in params else (None, None)
+        return (target, params[target][e]) if target in params else (None, None)
     target = f"{base}.gate_up_proj"
     if target not in params:
         return None, None
-    w = params[target].data[e]
+    w = params[target][e]
     half = w.shape[0] // 2
     return target, (w[:half] if proj == "gate_proj" else w[half:])
 
@@ -123,7 +131,7 @@ def _destination(params: dict[str, nn.Parameter], name: str) -> tuple[str | None
 def _expected_names(model: nn.Module) -> set[str]:
     """Everything a full checkpoint must fill: plain parameters, and each expert slice."""
     names: set[str] = set()
-    for name, p in model.named_parameters():
+    for name, p in _tensors(model).items():
         if name.endswith("experts.gate_up_proj") or name.endswith("experts.down_proj"):
             base = name.rsplit(".", 1)[0]
             projs = ("gate_proj", "up_proj") if name.endswith("gate_up_proj") else ("down_proj",)

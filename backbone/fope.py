@@ -6,10 +6,16 @@ frequencies that never complete a period within the training length:
 
 * frequencies ``w_j = theta ** (-2j/d)``; those with ``w_j <= 2*pi/L_max`` (no full
   period inside ``L_max`` positions) are clipped to zero frequency (cos 1, sin 0);
-* per KV head two fixed (non-trainable) coefficient matrices ``A_cos, A_sin`` of shape
-  ``(|S|, |S|)`` over the kept frequencies S, ``I + xavier_normal(gain)`` from a fixed seed;
-* ``C[t,k] = sum_j cos(w_j t) A_cos[j,k]``, ``S[t,k] = sum_j sin(w_j t) A_sin[j,k]``,
+* per KV head two fixed (non-trainable) coefficient matrices ``cos_coef, sin_coef`` of
+  shape ``(|S|, |S|)`` over the kept frequencies S, ``I + xavier_normal(gain)`` from a fixed
+  seed at initialisation;
+* ``C[t,k] = sum_j cos(w_j t) cos_coef[j,k]``, ``S[t,k] = sum_j sin(w_j t) sin_coef[j,k]``,
   applied like RoPE: ``q' = q*C + rotate_half(q)*S``; query heads reuse their KV head's.
+
+The coefficients are saved with the weights under the names Intern-S1-Pro checkpoints use
+(``rotary_emb.cos_coef`` / ``rotary_emb.sin_coef``, shape (num_kv_heads, |S|, |S|)) and a
+strict load requires them, so a checkpoint reproduces its model even if the seeded
+initialisation ever changes.
 
 With identity coefficients and no clipping FoPE is exactly RoPE (tested).
 """
@@ -88,15 +94,16 @@ class RotaryEmbedding(nn.Module):
                 std = 0.0
             a_cos = eye + std * torch.randn(num_kv_heads, n, n, generator=gen, device="cpu")
             a_sin = eye + std * torch.randn(num_kv_heads, n, n, generator=gen, device="cpu")
-            self.register_buffer("A_cos", a_cos, persistent=False)
-            self.register_buffer("A_sin", a_sin, persistent=False)
+            self.register_buffer("cos_coef", a_cos.contiguous())
+            self.register_buffer("sin_coef", a_sin.contiguous())
 
     def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """position_ids (B, T) -> cos, sin of shape (B, H_kv or 1, T, rotary_dim), float32."""
         angles = position_ids.float()[..., None] * self.inv_freq.to(position_ids.device)  # (B, T, n)
         cos, sin = angles.cos(), angles.sin()
         if self.kind == "fope":
-            a_cos, a_sin = self.A_cos.to(angles.device), self.A_sin.to(angles.device)
+            a_cos = self.cos_coef.to(device=angles.device, dtype=angles.dtype)
+            a_sin = self.sin_coef.to(device=angles.device, dtype=angles.dtype)
             cos = torch.einsum("btj,hjk->bhtk", cos, a_cos)
             sin = torch.einsum("btj,hjk->bhtk", sin, a_sin)
         else:

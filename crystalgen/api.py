@@ -118,8 +118,8 @@ class CrystalGenerator:
     def from_pretrained(cls, path: str | Path | None = None, device: str = "cpu", **kwargs) -> "CrystalGenerator":
         """Load the shipped default model, or a directory written by ``save_pretrained``."""
         directory = Path(path) if path is not None else PRETRAINED_DIR
-        if not (directory / "model.safetensors").is_file():
-            raise FileNotFoundError(f"no model.safetensors in {directory}")
+        if not any((directory / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):
+            raise FileNotFoundError(f"no model.safetensors (or its sharded index) in {directory}")
         if str(device).startswith("cuda") and not torch.cuda.is_available():
             raise RequestError("device cuda asked for, but no CUDA device is available")
         return cls(CrystalModel.from_pretrained(directory, device=device), device=device, model_dir=directory, **kwargs)

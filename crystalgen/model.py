@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from crystalgen.backbone import Backbone, BackboneConfig, MTPModule, get_config
+from crystalgen.backbone import Backbone, BackboneConfig, MTPModule, get_config, load_weights, save_weights
+from crystalgen.backbone.shards import MAX_SHARD_BYTES
 from crystalgen.heads import (
     GaussianMixtureHead,
     MixtureDistribution,
@@ -41,7 +42,7 @@ VALUE_HEADS = {1: "length", 2: "angle", 3: "coordinate"}
 LENGTH_VALUE_RANGE = (0.6, 1.6)
 ANGLE_VALUE_RANGE = (1 / 3, 2 / 3)
 HEAD_NAMES = ("token", *VALUE_HEADS.values())
-WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
+CONFIG_FILE = "config.json"
 
 
 @dataclass
@@ -193,28 +194,29 @@ class CrystalModel(nn.Module):
         return self.value_heads[VALUE_HEADS[int(kind)]](hidden)
 
     # --- files ---------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``model.safetensors`` and ``config.json`` (no pickles anywhere)."""
-        from safetensors.torch import save_file
-
+    def save_pretrained(
+        self, directory: str | Path, dtype: torch.dtype = torch.float32, max_shard_bytes: int = MAX_SHARD_BYTES
+    ) -> Path:
+        """Write the weights (``model.safetensors``, or shards plus an index past
+        ``max_shard_bytes``; floats as ``dtype``) and ``config.json``, which records the
+        stored dtype as ``torch_dtype``. No pickles anywhere."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
-        meta = {"model_type": "crystalgen", "vocab_size": VOCAB_SIZE, **self.config.to_dict()}
+        save_weights(self.state_dict(), directory, dtype=dtype, max_shard_bytes=max_shard_bytes)
+        meta = {"model_type": "crystalgen", "vocab_size": VOCAB_SIZE, "torch_dtype": str(dtype).removeprefix("torch."),
+                **self.config.to_dict()}
         (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         return directory
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "CrystalModel":
-        """Load a directory written by :meth:`save_pretrained` (safetensors only)."""
-        from safetensors.torch import load_file
-
+        """Load a directory written by :meth:`save_pretrained`, single-file or sharded
+        (safetensors only); weights stored in bf16 come back as float32."""
         directory = Path(directory)
         meta = json.loads((directory / CONFIG_FILE).read_text())
         if meta.pop("vocab_size", VOCAB_SIZE) != VOCAB_SIZE:
             raise ValueError(f"{directory} was trained with another vocabulary")
         meta.pop("model_type", None)
+        meta.pop("torch_dtype", None)
         model = cls(CrystalModelConfig.from_dict(meta))
-        model.load_state_dict(load_file(str(directory / WEIGHTS_FILE), device="cpu"))
+        model.load_state_dict(load_weights(directory))
         return model.to(device).eval()

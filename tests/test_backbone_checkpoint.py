@@ -33,6 +33,8 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
     source = CausalLM(cfg).eval()
     for p in source.parameters():  # norms start at 0/1: make every tensor informative
         p.data.add_(0.01 * torch.randn_like(p))
+    for coef in (source.model.rotary_emb.cos_coef, source.model.rotary_emb.sin_coef):
+        coef.add_(0.01 * torch.randn_like(coef))  # unlike the seeded ones every new model starts from
     _write_qwen35_style_checkpoint(source, tmp_path)
     torch.manual_seed(2)
     target = CausalLM(cfg).eval()
@@ -43,6 +45,21 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
         torch.testing.assert_close(target(ids).logits, source(ids).logits, atol=0, rtol=0)
     for (name, a), b in zip(source.state_dict().items(), target.state_dict().values()):
         assert torch.equal(a, b), name
+    assert "model.rotary_emb.cos_coef" in source.state_dict()
+
+
+def test_fope_coefficients_are_saved_under_intern_s1_pro_names_and_required(tmp_path):
+    cfg = get_config("tiny", vocab_size=40)
+    state = to_hf_state_dict(CausalLM(cfg))
+    kv, kept = cfg.num_key_value_heads, CausalLM(cfg).model.rotary_emb.num_kept
+    for name in ("model.rotary_emb.cos_coef", "model.rotary_emb.sin_coef"):
+        assert state[name].shape == (kv, kept, kept)
+    del state["model.rotary_emb.sin_coef"]
+    save_file(state, str(tmp_path / "model.safetensors"))
+    with pytest.raises(KeyError):
+        load_hf_checkpoint(CausalLM(cfg), tmp_path)
+    report = load_hf_checkpoint(CausalLM(cfg), tmp_path, strict=False)
+    assert report.missing == ["model.rotary_emb.sin_coef"]
 
 
 def test_incomplete_or_mismatched_checkpoints_are_reported(tmp_path):

@@ -31,7 +31,7 @@ def test_low_frequencies_are_clipped_to_identity():
     fope = RotaryEmbedding(16, 2, 10000.0, max_len, kind="fope")
     kept = int((rope_frequencies(16, 10000.0) > 2 * math.pi / max_len).sum())
     assert 0 < fope.num_kept == kept < 8
-    assert fope.A_cos.shape == (2, kept, kept)
+    assert fope.cos_coef.shape == (2, kept, kept)
     cos, sin = fope(torch.arange(30).expand(1, 30))
     assert cos.shape == (1, 2, 30, 16)
     for half in (slice(kept, 8), slice(8 + kept, 16)):
@@ -40,11 +40,11 @@ def test_low_frequencies_are_clipped_to_identity():
 
 def test_coefficients_are_fixed_by_seed_and_differ_per_kv_head():
     a, b = RotaryEmbedding(16, 2, 1e4, 1e6, seed=3), RotaryEmbedding(16, 2, 1e4, 1e6, seed=3)
-    assert torch.equal(a.A_cos, b.A_cos) and torch.equal(a.A_sin, b.A_sin)
-    assert not torch.equal(a.A_cos[0], a.A_cos[1])
-    assert not torch.equal(a.A_cos, RotaryEmbedding(16, 2, 1e4, 1e6, seed=4).A_cos)
+    assert torch.equal(a.cos_coef, b.cos_coef) and torch.equal(a.sin_coef, b.sin_coef)
+    assert not torch.equal(a.cos_coef[0], a.cos_coef[1])
+    assert not torch.equal(a.cos_coef, RotaryEmbedding(16, 2, 1e4, 1e6, seed=4).cos_coef)
     assert all(not p.requires_grad for p in a.buffers()) and not list(a.parameters())
-    noise = a.A_cos - torch.eye(8)  # identity + xavier_normal(gain 0.5): std 0.5 * sqrt(2 / 16)
+    noise = a.cos_coef - torch.eye(8)  # identity + xavier_normal(gain 0.5): std 0.5 * sqrt(2 / 16)
     assert 0.08 < noise.std().item() < 0.2
 
 

@@ -7,6 +7,7 @@ crystal (RMSE ~ 0) and reproduces the validators' own validity figures.
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -254,3 +255,18 @@ def test_dng_asks_the_model_for_all_crystals_in_one_seeded_call():
     assert Counting.calls == 2 and len(first) == 12 and all(r is not None for r in first)
     assert [r.structure.composition for r in first] == [r.structure.composition for r in again]
     assert all(r.report is None for r in first)  # the harness scores them itself
+
+
+def test_a_flat_generated_cell_is_scored_invalid_instead_of_crashing():
+    """A weak model can emit a cell of zero volume; scoring (and the plan check) must not divide by it."""
+    from pymatgen.core import Lattice, Structure
+
+    from crystalgen.evaluation.consistency import plan_consistency
+    from crystalgen.evaluation.scoring import score_crystal
+
+    flat = Structure(Lattice([[3, 0, 0], [0, 3, 0], [3, 3, 0]]), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    assert flat.volume == 0
+    score = score_crystal(flat, with_report=False)
+    assert not score.struct_valid and not score.valid and math.isnan(score.density)
+    plan = {"spacegroup": 225, "formula": "NaCl", "density": (2.0, 2.3)}  # as a trace plans it
+    assert plan_consistency({"plan": plan}, flat, None) == {"spacegroup": False, "composition": True, "density": False}

@@ -123,3 +123,35 @@ def test_save_and_load_round_trip_with_backbone_overrides(tmp_path, sequences):
         a, b = model(batch), loaded(batch)
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_fope_coefficients_travel_with_the_weights(tmp_path, sequences):
+    """A saved model brings its own FoPE coefficients: a model whose coefficients differ from
+    the seeded ones every new model starts from comes back with them, and a weight file
+    without them is refused."""
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(2)
+    model = CrystalModel(CrystalModelConfig(n_mixture=3)).eval()
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for rotary in (model.backbone.rotary_emb, model.mtp.rotary_emb):
+            rotary.cos_coef.mul_(1.1)
+            rotary.sin_coef.add_(0.05)
+    model.save_pretrained(tmp_path)
+    loaded = CrystalModel.from_pretrained(tmp_path)
+    for name in ("backbone.rotary_emb.cos_coef", "backbone.rotary_emb.sin_coef", "mtp.rotary_emb.cos_coef"):
+        assert torch.equal(loaded.state_dict()[name], model.state_dict()[name]), name
+        assert not torch.equal(loaded.state_dict()[name], fresh[name]), name
+    batch = collate(sequences)
+    with torch.no_grad():
+        out, reloaded = model(batch), loaded(batch)
+        model.load_state_dict(fresh)
+        seeded = model(batch)
+    assert torch.equal(out["loss"], reloaded["loss"])
+    assert not torch.equal(out["token"], seeded["token"])  # the coefficients change the model
+    weights = load_file(str(tmp_path / "model.safetensors"))
+    del weights["backbone.rotary_emb.cos_coef"]
+    save_file(weights, str(tmp_path / "model.safetensors"))
+    with pytest.raises(RuntimeError, match="backbone.rotary_emb.cos_coef"):
+        CrystalModel.from_pretrained(tmp_path)

@@ -60,7 +60,7 @@ def score_crystal(
     score = CrystalScore(
         comp_valid=bool(smact_validity(structure.composition)),
         struct_valid=bool(structural_validity(structure)),
-        density=float(structure.density),
+        density=float(structure.density) if structure.volume > 0 else float("nan"),  # a flat cell has none
         n_elements=len(structure.composition.elements),
         spacegroup=_spacegroup(report),
         report=report,
