@@ -50,7 +50,7 @@ def test_formula_is_met_exactly(gen):
 
 
 def test_predict_structure_fixes_the_cell_content(gen):
-    results = gen.predict_structure("Na2Cl2", n=6, seed=1)
+    results = gen.predict_structure("Na2Cl2", n=6, seed=1, strategy="model")
     assert results
     for r in results:
         # the conventional cell holds the lattice centring's points x Na2Cl2, never another count

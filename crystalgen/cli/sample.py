@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import inspect
 import sys
 import time
 from collections import Counter
@@ -30,12 +29,6 @@ def _summary_table(results) -> str:
         if key in rates:
             lines.append(f"{'plan ' + key:<18}{rates[key]:>10.1%}")
     return "\n".join(lines)
-
-
-def _attempt_budget(gen, n: int) -> int | None:
-    """How many crystals ``generate(only_valid=True)`` draws before giving up (its max_rounds x n)."""
-    rounds = inspect.signature(gen.generate).parameters.get("max_rounds")
-    return None if rounds is None or not isinstance(rounds.default, int) else rounds.default * n
 
 
 def _only_valid_shortfall(n_kept: int, n: int, unfiltered, budget: int | None) -> str:
@@ -132,7 +125,7 @@ def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, s
         gen.close()
     elapsed = time.perf_counter() - start
     if only_valid and len(results) < n:
-        click.echo(_only_valid_shortfall(len(results), n, unfiltered, _attempt_budget(gen, n)), err=True)
+        click.echo(_only_valid_shortfall(len(results), n, unfiltered, options.max_rounds * n), err=True)
     if not results:
         raise click.ClickException("the model produced no crystal for this request; nothing written")
     try:
