@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections import Counter
 
@@ -43,7 +44,8 @@ def _mendeleev_cost(c) -> float:
 
 
 @click.command()
-@click.option("--test", "test_path", default="/work/shared/data/benchmark/mpts_52_test.csv.gz", type=click.Path(exists=True))
+@click.option("--test", "test_path", default="../shared/data/benchmark/mpts_52_test.csv.gz", type=click.Path(exists=True),
+              help="Crystals to predict (a seeded subset of --n); they are removed from the corpus first.")
 @click.option("--reference", default="training-pool", show_default=True)
 @click.option("--n", "n_test", type=int, default=300, show_default=True)
 @click.option("--depth", type=int, default=20, show_default=True)
@@ -105,8 +107,7 @@ def main(test_path: str, reference: str, n_test: int, depth: int, energy: bool, 
     if energy:
         rankings.update({f"chgnet_w{w:g}": chgnet(w) for w in (1, 3, 10, 30, 100)})
     result = {
-        "command": f"nice python benchmarks/bench_analogue_ranking.py --n {n_test} --depth {depth}"
-                   + ("" if energy else " --no-energy") + " --json-out docs/results/analogue_ranking.json",
+        "command": "python " + " ".join(sys.argv),
         "hardware": "2-core AMD EPYC, shared with other jobs", "date": "2026-12-01",
         "test": test_path, "n_test": len(test.structures), "reference": reference, "depth": depth,
         "exclusion": exclusion.as_dict(), "seconds_build_match_energy": round(seconds, 1),
