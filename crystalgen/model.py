@@ -97,9 +97,10 @@ class CrystalModel(nn.Module):
             }
         )
         self.mtp = MTPModule(bcfg) if self.config.mtp else None
-        #: heads on every position + target masks (True), or on target rows only (False);
-        #: None picks masks on CUDA (no host syncs) and indexing on a CPU (less work)
-        self.mask_heads: bool | None = None
+        #: heads on every position + target masks (True: no host syncs, what a GPU wants), or
+        #: on the target rows only (False: less work, what a CPU wants); training sets it
+        #: from its device
+        self.mask_heads: bool = False
 
     @property
     def device(self) -> torch.device:
@@ -123,7 +124,7 @@ class CrystalModel(nn.Module):
         kinds, selected = target["value_kind"], target["loss_mask"]
 
         def total(loss_of, rows: Tensor, wanted: Tensor) -> tuple[Tensor, Tensor]:
-            if self.mask_heads if self.mask_heads is not None else hidden.is_cuda:
+            if self.mask_heads:
                 # masks, not indexing: no host sync, so the GPU never waits on the CPU
                 return torch.where(rows, loss_of(hidden, wanted), 0.0).sum(), rows.sum()
             return loss_of(hidden[rows], wanted[rows]).sum(), rows.sum()  # CPU: heads on targets only

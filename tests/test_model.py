@@ -57,7 +57,7 @@ def test_masked_and_indexed_heads_agree(model, sequences):
         model.mask_heads = True
         masked = model(batch)
     finally:
-        model.mask_heads = None
+        model.mask_heads = False
     indexed = model(batch)
     for k in indexed:
         assert torch.allclose(masked[k], indexed[k], rtol=1e-5, atol=1e-5), k

@@ -188,6 +188,7 @@ def _train(config: TrainConfig, data_path: Path, out: Path, resume: bool, ctx, p
 
     torch.manual_seed(config.seed)
     model = CrystalModel(config.model).to(ctx.device)
+    model.mask_heads = ctx.device.type == "cuda"
     opt = make_optimizer(model, config.optim)
     state = TrainState()
     ckpt_path = out / CHECKPOINT
