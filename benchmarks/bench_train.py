@@ -47,6 +47,7 @@ def main(data, config_path, overrides, device, steps, warmup, limit) -> None:
     encode_s = time.perf_counter() - t0
     torch.manual_seed(config.seed)
     model = CrystalModel(config.model).to(device).train()
+    model.mask_heads = device.type == "cuda"
     opt = make_optimizer(model, config.optim)
     batches = EpochBatches(encoded, config.data, config.seed).plan(0)
     tokens, padded, start = 0, 0, None
