@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
 from tqdm import tqdm
 
 from crystalgen.parallel import WorkerContext, WorkerPool, cpu_count
@@ -28,23 +29,29 @@ def run_local(fn: Callable, tasks: Sequence[Task], on_done: OnDone, workers: int
     """Run tasks in this process (workers <= 1) or in a :class:`~crystalgen.parallel.WorkerPool`
     of spawned processes (the driver may hold torch / OpenMP state that fork would copy).
 
-    In this process BLAS keeps the threads it started with; for relaxations with one worker,
-    start the run with ``OMP_NUM_THREADS=1`` (the pool sets it for its workers itself).
-    A shard worker samples in-process: it starts no pool of its own.
+    Shards run in this process with the torch threads a pool worker would get
+    (``cpu_count // workers``), so a resumed run whose last shard runs here rounds floats
+    as the pool did and ends with exactly the same results. A shard worker samples
+    in-process: it starts no pool of its own.
     """
     bar = tqdm(total=len(tasks), desc="shards", unit="shard", disable=not progress)
+    threads = max(1, cpu_count() // max(workers, 1))
     try:
         if workers <= 1 or len(tasks) <= 1:
-            for i, args in enumerate(tasks):
-                on_done(i, fn(*args))
-                bar.update()
+            before = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                for i, args in enumerate(tasks):
+                    on_done(i, fn(*args))
+                    bar.update()
+            finally:
+                torch.set_num_threads(before)
             return
 
         def done(i: int, result: Any) -> None:
             on_done(i, result)
             bar.update()
 
-        threads = max(1, cpu_count() // workers)
         with WorkerPool(min(workers, len(tasks)), fork=False, threads=threads) as pool:
             pool.run(_call, [(fn, *args) for args in tasks], on_done=done)
     finally:
