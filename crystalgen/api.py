@@ -26,7 +26,7 @@ from crystalgen.analogues.generator import AnalogueConfig, AnalogueGenerator
 from crystalgen.analogues.index import AnalogueIndex
 from crystalgen.data.reference import REFERENCE_POOL
 from crystalgen.generation.options import DEFAULT_BATCH_SIZE, SamplingOptions
-from crystalgen.generation.request import GenerationRequest, RequestError
+from crystalgen.generation.request import GenerationRequest, RequestError, parse_composition
 from crystalgen.generation.rounds import Rounds
 from crystalgen.model import CrystalModel
 from crystalgen.parallel import default_workers
@@ -181,8 +181,8 @@ class CrystalGenerator:
         strategy: str | None = None,
         reference: str | Path | AnalogueIndex | None = None,
     ) -> list[GenerationResult]:
-        """Crystal structure prediction: ``n`` distinct candidates with exactly this cell
-        content, best first. ``strategy`` (None: the generator's, ``"auto"`` by default;
+        """Crystal structure prediction: ``n`` candidates with exactly this cell content,
+        best first (the distinct analogues, then the model's candidates). ``strategy`` (None: the generator's, ``"auto"`` by default;
         see :attr:`STRATEGIES`) and ``reference`` (the analogue corpus) choose where
         candidates come from; the model makes at most 3 x ``n`` attempts; other arguments
         as in :meth:`sample`. Raises :class:`RequestError` when neither the model nor an
@@ -192,7 +192,7 @@ class CrystalGenerator:
         analogue: list[GenerationResult] = []
         if strategy != "model":
             try:
-                analogue = self.analogues(reference).predict_structure(Composition(composition), n=n,
+                analogue = self.analogues(reference).predict_structure(parse_composition(composition), n=n,
                                                                      validate=validate is not False)
             except NoAnalogueError as err:
                 if strategy == "analogue":

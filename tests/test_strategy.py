@@ -45,6 +45,8 @@ def test_no_analogue_is_an_error_for_analogues_and_the_model_for_auto(gen):
     assert len(results) == 2 and results[0]
     with pytest.raises(RequestError, match="strategy"):
         gen.predict_structure("NaCl", strategy="nearest")
+    with pytest.raises(RequestError, match="unknown element"):
+        gen.predict_structure("Xx2")
 
 
 def test_auto_falls_back_to_the_model_where_no_analogue_exists(gen):

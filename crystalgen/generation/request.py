@@ -80,7 +80,7 @@ class GenerationRequest:
         cond = Conditioning(spacegroup=sg)
         reduced_formula = None
         if formula is not None:
-            comp = _composition(formula)
+            comp = parse_composition(formula)
             reduced, factor = comp.get_reduced_composition_and_factor()
             counts = {el.symbol: int(round(n)) for el, n in reduced.items()}
             if any(abs(n - round(n)) > 1e-8 for n in comp.values()):
@@ -129,7 +129,7 @@ def _element(symbol: str) -> str:
     return el.symbol
 
 
-def _composition(formula: str | Composition) -> Composition:
+def parse_composition(formula: str | Composition) -> Composition:
     try:
         comp = formula if isinstance(formula, Composition) else Composition(str(formula))
     except Exception as err:
