@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 
 import torch
@@ -34,6 +35,8 @@ def main() -> None:
     ap.add_argument("--formulas", nargs="*", default=["NaCl", "SrTiO3", "Li2MnO3", "LiFePO4"])
     ap.add_argument("--min-distance", type=float, default=MIN_DISTANCE_A,
                     help="the sampler's distance guard in Å (0: the model unguarded)")
+    ap.add_argument("--covalent-ratio", type=float, default=0.65,
+                    help="the guard's physical part: each pair this fraction of its covalent radii sum apart (0: off)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     gen = CrystalGenerator.from_pretrained(args.model, device=args.device, workers=args.workers,
@@ -44,7 +47,8 @@ def main() -> None:
     rows = []
     for formula in args.formulas:
         t0 = time.perf_counter()
-        results = gen.sample(n=args.n, formula=formula, seed=0, batch_size=args.batch_size)
+        results = gen.sample(n=args.n, formula=formula,
+                             options=gen.options(seed=0, batch_size=args.batch_size, covalent_ratio=args.covalent_ratio))
         dt = time.perf_counter() - t0
         valid = sum(bool(r.valid) for r in results)
         row = {
@@ -65,6 +69,9 @@ def main() -> None:
         "workers": gen.workers,
         "batch_size": args.batch_size,
         "min_distance": args.min_distance,
+        "covalent_ratio": args.covalent_ratio,
+        "date": time.strftime("%Y-%m-%d"),
+        "command": "python " + " ".join(sys.argv),
         "rows": rows,
     }
     print(f"{'formula':<10}{'valid/s':>9}{'crystals/s':>12}{'valid %':>9}   (workers: {gen.workers}, "
