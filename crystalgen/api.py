@@ -90,17 +90,22 @@ class CrystalGenerator:
         self._rounds = Rounds(self.model, max_atoms, self.workers, self.model_dir)
         self.strategy = strategy
         self.reference = reference
-        self._analogues: dict[int, AnalogueGenerator] = {}
+        self._analogues: tuple[object, AnalogueGenerator] | None = None  # (its corpus, the generator)
 
     def analogues(self, reference: str | Path | AnalogueIndex | None = None) -> AnalogueGenerator:
-        """The analogue generator over ``reference`` (default: this generator's corpus),
-        loaded once (the index is cached beside the corpus)."""
-        reference = reference if reference is not None else self.reference
-        key = id(reference)
-        if key not in self._analogues:
-            self._analogues[key] = AnalogueGenerator(reference if reference is not None else REFERENCE_POOL,
-                                                     AnalogueConfig(exact_cell=True))
-        return self._analogues[key]
+        """The analogue generator over ``reference`` (default: this generator's corpus, else
+        the shipped pool), kept while the same corpus is asked for (an index object by
+        identity, a path by its text)."""
+        if reference is None:
+            reference = self.reference if self.reference is not None else REFERENCE_POOL
+        if self._analogues is not None:
+            held, generator = self._analogues
+            paths = isinstance(held, (str, Path)) and isinstance(reference, (str, Path))
+            if held is reference or (paths and str(held) == str(reference)):
+                return generator
+        generator = AnalogueGenerator(reference, AnalogueConfig(exact_cell=True))
+        self._analogues = (reference, generator)
+        return generator
 
     def close(self) -> None:
         """Stop the worker processes (they are started on the first large request)."""

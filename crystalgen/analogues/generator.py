@@ -11,6 +11,7 @@ Ranking is deterministic: `seed` is accepted for the harness and ignored.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,6 @@ from pathlib import Path
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Composition, Structure
 from tqdm.auto import tqdm
-import sys
 
 from crystalgen.analogues.candidates import Candidate, NoAnalogueError, build_structure, find_candidates
 from crystalgen.analogues.energy import EnergyRanker

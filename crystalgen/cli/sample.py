@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import sys
 import time
 from collections import Counter
@@ -118,7 +116,7 @@ def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, s
         else:
             results = gen.predict_structure(formula, n, options=options, strategy=strategy)
         if only_valid and len(results) < n:  # the same seed redraws the first round, to say what failed
-            unfiltered = gen.generate(request, n, options=dataclasses.replace(options, only_valid=False, progress=False))
+            unfiltered = gen.generate(request, n, options=options.with_(only_valid=False, progress=False))
     except RequestError as err:
         raise click.UsageError(str(err)) from None
     finally:
