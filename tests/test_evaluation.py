@@ -48,6 +48,29 @@ def test_oracle_csp_matches_every_valid_ground_truth(mpts):
     assert s["compositional_validity"] == pytest.approx(np.mean(comp))
     assert s["structural_validity"] == pytest.approx(np.mean(struct))
     assert s["fraction_p1"] < 0.5  # real crystals are symmetric
+    assert s["spacegroup_agreement"] == pytest.approx(1.0)  # each candidate is its own truth
+
+
+def test_spacegroup_agreement_counts_first_candidates_with_the_truths_group(mpts):
+    """Candidates that are other test crystals agree only where the two share a space group."""
+    truths = mpts.structures[:6]
+    shifted = truths[1:] + truths[:1]
+
+    class Shifted:
+        name, parallel_safe = "shifted", False
+
+        def predict_structure(self, composition, n=1, seed=None):
+            i = [t.composition for t in truths].index(composition)
+            return [GenerationResult(shifted[i])]
+
+        def sample(self, n=1, seed=None):
+            raise NotImplementedError
+
+    run = evaluate_csp(Shifted(), truths, CSPConfig(n_samples=1, workers=1))
+    groups = [t.get_space_group_info(symprec=0.1)[1] for t in truths]
+    expected = sum(a == b for a, b in zip(groups, groups[1:] + groups[:1])) / len(truths)
+    assert expected < 1.0
+    assert run.summary["spacegroup_agreement"] == pytest.approx(expected)
 
 
 def test_invalid_predictions_never_match(mpts):

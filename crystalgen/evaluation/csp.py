@@ -19,7 +19,7 @@ from crystalgen.evaluation.generation import generate_csp
 from crystalgen.evaluation.metrics import MATCHER_KWARGS, summarise_matches
 from crystalgen.parallel import parallel_map
 from crystalgen.evaluation.protocol import Generator, generator_name
-from crystalgen.evaluation.scoring import CSPItemScore, score_csp_item, summarise_scores
+from crystalgen.evaluation.scoring import CSPItemScore, score_csp_item, spacegroup_agreement, summarise_scores
 
 
 @dataclass
@@ -68,6 +68,7 @@ def evaluate_csp(generator: Generator, truths: Sequence[Structure], config: CSPC
         "ground_truth_validity": (sum(i.truth.valid for i in items) / len(items)) if items else 0.0,
     }
     summary.update(summarise_scores([c for i in items for c in i.candidates]))
+    summary["spacegroup_agreement"] = spacegroup_agreement(items)
     summary["seconds_generate"] = round(t_generate, 2)
     summary["seconds_score"] = round(t_score, 2)
     return CSPRun(summary["generator"], summary, items)

@@ -13,6 +13,9 @@ import numpy as np
 from pymatgen.core import Structure
 
 from crystalgen.evaluation.metrics import best_of_k, make_matcher, rms_dist
+from crystalgen.validators.symmetry import spacegroup_number
+
+SPACEGROUP_SYMPREC = 0.1  # the symmetry validator's reported (loose) tolerance
 
 
 @dataclass
@@ -102,6 +105,7 @@ def score_csp_item(task: tuple[Structure, list[Structure | None], bool]) -> CSPI
     truth, candidates, with_report = task
     matcher = make_matcher()
     truth_score = score_crystal(truth, with_report=False)
+    truth_score.spacegroup = spacegroup_number(truth, SPACEGROUP_SYMPREC)
     scores: list[CrystalScore | None] = []
     rms: list[float | None] = []
     for cand in candidates:
@@ -114,6 +118,17 @@ def score_csp_item(task: tuple[Structure, list[Structure | None], bool]) -> CSPI
         eligible = s.valid and (truth_score.valid or len(candidates) > 1)
         rms.append(rms_dist(cand, truth, matcher) if eligible else None)
     return CSPItemScore(truth_score, scores, rms, best_of_k(rms))
+
+
+def spacegroup_agreement(items: list[CSPItemScore]) -> float | None:
+    """Fraction of test crystals whose first candidate has the ground truth's space group
+    (both at symprec 0.1); a failed or unclassified candidate counts as a miss. None when
+    candidates carry no space group (scored without the validators' report)."""
+    if not items or not any(c is not None and c.spacegroup is not None for i in items for c in i.candidates):
+        return None
+    hits = sum(1 for i in items if i.candidates and i.candidates[0] is not None
+               and i.candidates[0].spacegroup is not None and i.candidates[0].spacegroup == i.truth.spacegroup)
+    return hits / len(items)
 
 
 def score_crystal_task(task: tuple[Structure, bool, bool, dict[str, Any] | None]) -> CrystalScore:
