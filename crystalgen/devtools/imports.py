@@ -9,7 +9,8 @@ import its own layer or any lower one)::
     crystalgen (the root package: a facade, see below)
     -> cli, devtools -> screening, evaluation, training -> api, sampling
     -> generation, analogues -> model, trace, io, data -> backbone, heads
-    -> validators, results, consistency -> representation -> parallel, pretrained, output_paths
+    -> validators, results, consistency -> representation
+    -> parallel, pretrained, output_paths, progress
 
 Two rules make every import visible to the check, with no exemption:
 
@@ -47,7 +48,7 @@ LAYERS = [
     ("crystalgen.backbone", "crystalgen.heads"),
     ("crystalgen.validators", "crystalgen.results", "crystalgen.consistency"),
     ("crystalgen.representation",),
-    ("crystalgen.parallel", "crystalgen.pretrained", "crystalgen.output_paths"),
+    ("crystalgen.parallel", "crystalgen.pretrained", "crystalgen.output_paths", "crystalgen.progress"),
 ]
 
 
