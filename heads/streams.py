@@ -35,10 +35,12 @@ def mix64(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def derive_keys(base: int | np.uint64, count: int) -> np.ndarray:
-    """``count`` distinct 64-bit keys from one base key (a SplitMix64 sequence)."""
+def derive_keys(base: int | np.uint64, count: int, first: int = 0) -> np.ndarray:
+    """Keys ``first .. first + count - 1`` of the SplitMix64 sequence of one base key
+    (key k is the same however the sequence is cut)."""
     with np.errstate(over="ignore"):
-        return mix64(np.uint64(base) + GOLDEN * (np.arange(count, dtype=np.uint64) + np.uint64(1)))
+        k = np.arange(first, first + count, dtype=np.uint64) + np.uint64(1)
+        return mix64(np.uint64(base) + GOLDEN * k)
 
 
 class RowStreams:

@@ -19,11 +19,11 @@ def base_seed(seed: int | None) -> int:
     return int(seed) if seed is not None else int(torch.seed() % 2**63)
 
 
-def sequence_keys(seed: int, round_: int, count: int) -> np.ndarray:
-    """Keys of jobs 0..count-1 of round ``round_`` of a request seeded with ``seed``."""
+def sequence_keys(seed: int, round_: int, count: int, first: int = 0) -> np.ndarray:
+    """Keys of jobs ``first .. first + count - 1`` of round ``round_`` of a request seeded with ``seed``."""
     base = mix64(np.array([int(seed) % 2**64], np.uint64))[0]
     base = mix64(np.array([base ^ np.uint64(round_ + 1)], np.uint64))[0]
-    return derive_keys(base, count)
+    return derive_keys(base, count, first)
 
 
 def streams_at(keys: np.ndarray, positions: np.ndarray, device) -> RowStreams:
