@@ -4,7 +4,8 @@
 
 Samples a few requests (formulas, a chemical system, ``predict_structures``) with
 ``workers=0`` and ``workers=2`` and hashes each crystal's lattice, species, fractional
-coordinates (float bits) and log-likelihood. A refactor of the sampler that claims "no
+coordinates (float bits), log-likelihood and validation report (``digests``; without the
+reports: ``structure_digests``). A refactor of the sampler that claims "no
 behaviour change" must leave every digest identical on the same machine.
 """
 
@@ -21,8 +22,9 @@ import torch
 from crystalgen.api import CrystalGenerator
 
 
-def digest(results) -> str:
-    """SHA-256 over the exact float bits of every result, in order."""
+def digest(results, reports: bool = True) -> str:
+    """SHA-256 over the exact float bits of every result, in order (with ``reports=False``
+    the crystals and log-likelihoods alone, without the validators' measured values)."""
     h = hashlib.sha256()
     for r in results:
         if r is None:
@@ -33,7 +35,8 @@ def digest(results) -> str:
         h.update(",".join(site.species_string for site in s).encode())
         h.update(np.asarray(s.frac_coords, np.float64).tobytes())
         h.update(np.float64(r.log_likelihood).tobytes())
-        h.update(json.dumps(r.report, sort_keys=True, default=str).encode() if r.report else b"-")
+        if reports:
+            h.update(json.dumps(r.report, sort_keys=True, default=str).encode() if r.report else b"-")
     return h.hexdigest()[:16]
 
 
@@ -44,21 +47,26 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     out: dict[str, str] = {}
+    structures: dict[str, str] = {}
     for workers in args.workers:
         gen = CrystalGenerator.from_pretrained(workers=workers, strategy="model")
+        runs = {}
         for formula in ("NaCl", "SrTiO3", "LiFePO4"):
-            out[f"w{workers}/{formula}"] = digest(gen.sample(n=args.n, formula=formula, seed=7, batch_size=32))
-        out[f"w{workers}/chemsys Li-Fe-O"] = digest(gen.sample(n=args.n, chemsys="Li-Fe-O", seed=3, batch_size=32))
-        out[f"w{workers}/only_valid GaN"] = digest(gen.sample(n=16, formula="GaN", seed=5, only_valid=True))
-        out[f"w{workers}/T0 NaCl"] = digest(gen.sample(n=4, formula="NaCl", seed=1, temperature=0.0))
-        out[f"w{workers}/unguarded MoS2"] = digest(gen.sample(n=16, formula="MoS2", seed=2, min_distance=0.0))
+            runs[formula] = gen.sample(n=args.n, formula=formula, seed=7, batch_size=32)
+        runs["chemsys Li-Fe-O"] = gen.sample(n=args.n, chemsys="Li-Fe-O", seed=3, batch_size=32)
+        runs["only_valid GaN"] = gen.sample(n=16, formula="GaN", seed=5, only_valid=True)
+        runs["T0 NaCl"] = gen.sample(n=4, formula="NaCl", seed=1, temperature=0.0)
+        runs["unguarded MoS2"] = gen.sample(n=16, formula="MoS2", seed=2, min_distance=0.0)
         per = gen.predict_structures(["NaCl", "SrTiO3", "Li4Fe4P4O16", "Xe9"], n=8, seed=11, batch_size=16)
-        out[f"w{workers}/predict_structures"] = digest([r for rs in per for r in rs])
-        out[f"w{workers}/predict_structure"] = digest(gen.predict_structure("Ga2N2", n=8, seed=4))
+        runs["predict_structures"] = [r for rs in per for r in rs]
+        runs["predict_structure"] = gen.predict_structure("Ga2N2", n=8, seed=4)
         gen.close()
+        for name, results in runs.items():
+            out[f"w{workers}/{name}"] = digest(results)
+            structures[f"w{workers}/{name}"] = digest(results, reports=False)
         print(json.dumps({k: v for k, v in out.items() if k.startswith(f"w{workers}/")}, indent=1), flush=True)
     summary = {"hardware": f"{platform.processor() or platform.machine()}, torch {torch.__version__}",
-               "n": args.n, "digests": out}
+               "n": args.n, "digests": out, "structure_digests": structures}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=2)

@@ -1,7 +1,9 @@
 """crystalgen: crystal-structure generation with an Intern-S2-style backbone.
 
-The public API is imported lazily so that `import crystalgen` stays cheap for
-the CLI and for code (training on a GPU box) that never touches pymatgen.
+The root package is the top-layer facade (crystalgen.devtools.imports): it names the
+public API but imports it lazily, in ``__getattr__``, because Python runs this file
+before every submodule; `import crystalgen.heads` (training on a GPU box that never
+touches pymatgen, the CLI's start-up) then loads nothing else.
 """
 
 from __future__ import annotations

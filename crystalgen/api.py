@@ -15,8 +15,8 @@ space group is used, and every structure is rebuilt from its Wyckoff positions.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable
 
 import torch
 from pymatgen.core import Composition
@@ -281,6 +281,18 @@ class CrystalGenerator:
                             only_valid=only_valid, max_rounds=max_rounds, progress=progress,
                             min_distance=min_distance)
         return self._rounds.generate(request, n, opts)
+
+    def stream(self, request: GenerationRequest, n: int, options: SamplingOptions | None = None,
+               chunk: int = 4096) -> Iterator[list[GenerationResult]]:
+        """:meth:`generate`'s results in chunks, each from up to ``chunk`` sequences, as they
+        finish: a caller that writes each chunk out and drops it holds one chunk in memory
+        however large ``n`` is (``crystalgen sample`` does). The chunks cut the work
+        only; the crystals are :meth:`generate`'s up to float rounding (bitwise when
+        ``chunk`` >= ``n``)."""
+        _check_n(n)
+        if chunk < 1:
+            raise RequestError(f"chunk must be at least 1, got {chunk}")
+        return self._rounds.stream(request, n, self.options(options), chunk)
 
 
 def _check_strategy(strategy: str) -> str:

@@ -40,7 +40,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from tqdm import tqdm
+from crystalgen.progress import progress_bar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -254,7 +254,7 @@ def parallel_map(
     ``fn`` must be a module-level function (it is pickled).
     """
     items = list(items)
-    bar = tqdm(total=len(items), desc=desc, unit=unit, disable=not progress or not sys.stderr.isatty(), leave=leave)
+    bar = progress_bar(total=len(items), desc=desc, unit=unit, enabled=progress, leave=leave)
     try:
         if workers <= 1 or len(items) < max(serial_below, 2) or in_worker() or not can_fork():
             out = []

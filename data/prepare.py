@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import spglib
 from pymatgen.core import Composition, Element, Structure
-from tqdm import tqdm
+from crystalgen.progress import progress_bar
 
 from crystalgen.data.corpus import build_corpus, write_corpus
 from crystalgen.data.readers import RawEntry, ReaderError, iter_raw, parse_entry
@@ -203,7 +203,7 @@ def prepare(sources: list[str | Path], out: str | Path, config: PrepareConfig | 
     workers = config.workers or os.cpu_count() or 1
 
     rows, seen = [], set()
-    bar = tqdm(total=len(entries), desc="preparing", unit="struct", disable=not config.progress)
+    bar = progress_bar(total=len(entries), desc="preparing", unit="struct", enabled=config.progress)
     with mp.get_context("fork").Pool(workers) if workers > 1 else _Serial() as pool:
         for row in pool.imap(process_entry, entries, chunksize=config.chunksize):
             bar.update()

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from crystalgen.heads.mixture import MixtureDistribution
-from crystalgen.heads.streams import NORMAL, Source, normal
+from crystalgen.heads.streams import NORMAL, RowStreams, normal
 
 MIN_STD = 1e-4
 STD_SCALE = 0.5
@@ -37,10 +37,10 @@ class GaussianMixture(MixtureDistribution):
         z = (x.unsqueeze(-1) - self.mean) / self.std
         return -0.5 * z * z - torch.log(self.std) - HALF_LOG_TWO_PI
 
-    def component_sample(self, index: Tensor, temperature: float, generator: Source) -> Tensor:
+    def component_sample(self, index: Tensor, temperature: float, streams: RowStreams) -> Tensor:
         mean = self._gather(self.mean, index)
         std = self._gather(self.std, index) * math.sqrt(temperature)  # p**(1/T): var * T
-        noise = normal(generator, NORMAL, tuple(mean.shape), mean.device, mean.dtype)
+        noise = normal(streams, NORMAL, tuple(mean.shape), mean.dtype)
         return mean + std * noise
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from crystalgen.heads.streams import COMPONENT, Source, categorical
+from crystalgen.heads.streams import COMPONENT, RowStreams, categorical
 
 
 class MixtureDistribution:
@@ -33,7 +33,7 @@ class MixtureDistribution:
         """log density of ``x`` (shape ``(...)``) under each component -> ``(..., K)``."""
         raise NotImplementedError
 
-    def component_sample(self, index: Tensor, temperature: float, generator: Source) -> Tensor:
+    def component_sample(self, index: Tensor, temperature: float, streams: RowStreams) -> Tensor:
         """One draw from component ``index`` (shape ``(...)``), sharpened by ``temperature``."""
         raise NotImplementedError
 
@@ -52,20 +52,22 @@ class MixtureDistribution:
     def nll(self, x: Tensor) -> Tensor:
         return -self.log_prob(x)
 
-    def sample(self, temperature: float = 1.0, generator: Source = None, n: int | None = None) -> Tensor:
+    def sample(self, temperature: float = 1.0, streams: RowStreams | None = None, n: int | None = None) -> Tensor:
         """A draw from the mixture tempered as p**(1/T), shape ``(...)``; with ``n``, n
         independent draws each, shape ``(..., n)``. ``temperature=0`` gives :meth:`mode`.
 
-        ``generator``: a ``torch.Generator``, or :class:`~crystalgen.heads.streams.RowStreams`
-        (one stream per row of a ``(rows, K)`` mixture) for batch-independent draws."""
+        ``streams``: one random stream per row of a ``(rows, K)`` mixture
+        (:class:`~crystalgen.heads.streams.RowStreams`); needed unless ``temperature <= 0``."""
         if temperature <= 0:
             mode = self.mode()
             return mode if n is None else mode.unsqueeze(-1).expand(*mode.shape, n)
+        if streams is None:
+            raise ValueError("sampling at temperature > 0 needs the rows' random streams")
         probs = torch.softmax(self.logits / temperature, dim=-1)
         flat = probs.reshape(-1, probs.shape[-1])
-        index = categorical(flat, generator, COMPONENT, n)
+        index = categorical(flat, streams, COMPONENT, n)
         index = index.reshape(probs.shape[:-1] if n is None else (*probs.shape[:-1], n))
-        return self.component_sample(index, temperature, generator)
+        return self.component_sample(index, temperature, streams)
 
     def mode(self) -> Tensor:
         """The most likely value: the component location with the highest mixture density.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from crystalgen.heads.streams import TOKEN, Source, categorical
+from crystalgen.heads.streams import TOKEN, RowStreams, categorical
 
 
 class TokenHead(nn.Module):
@@ -33,13 +33,15 @@ def sample_token(
     logits: Tensor,
     mask: Tensor | None = None,
     temperature: float = 1.0,
-    generator: Source = None,
+    streams: RowStreams | None = None,
 ) -> Tensor:
-    """Token ids drawn from softmax(logits / T) over the legal tokens; ``T=0`` is greedy.
-    ``generator``: the rows' random streams (what the sampler uses) or a torch generator."""
+    """Token ids (one per row of ``(rows, vocab)`` logits) drawn from softmax(logits / T)
+    over the legal tokens with the rows' random ``streams``; ``T=0`` is greedy."""
     logits = masked_logits(logits.float(), mask)
     if temperature <= 0:
         return logits.argmax(dim=-1)
+    if streams is None:
+        raise ValueError("sampling at temperature > 0 needs the rows' random streams")
     probs = torch.softmax(logits / temperature, dim=-1)
     flat = probs.reshape(-1, probs.shape[-1])
-    return categorical(flat, generator, TOKEN).reshape(probs.shape[:-1])
+    return categorical(flat, streams, TOKEN).reshape(probs.shape[:-1])

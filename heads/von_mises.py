@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from crystalgen.heads.mixture import MixtureDistribution
-from crystalgen.heads.streams import VON_MISES, RowStreams, Source, uniform
+from crystalgen.heads.streams import VON_MISES, RowStreams, uniform
 
 TWO_PI = 2.0 * math.pi
 MIN_KAPPA = 1e-3
@@ -37,20 +37,20 @@ class VonMisesMixture(MixtureDistribution):
         d = TWO_PI * (x.unsqueeze(-1) - self.mu)
         return self.kappa * (torch.cos(d) - 1.0) - torch.log(torch.special.i0e(self.kappa))
 
-    def component_sample(self, index: Tensor, temperature: float, generator: Source) -> Tensor:
+    def component_sample(self, index: Tensor, temperature: float, streams: RowStreams) -> Tensor:
         mu = self._gather(self.mu, index)
         kappa = self._gather(self.kappa, index) / temperature  # p**(1/T) is von Mises(k/T)
-        angle = sample_von_mises(kappa, generator)
+        angle = sample_von_mises(kappa, streams)
         return torch.remainder(mu + angle / TWO_PI, 1.0)
 
 
-def sample_von_mises(kappa: Tensor, generator: Source = None) -> Tensor:
-    """Angles in (-pi, pi] from von Mises(0, kappa), Best & Fisher (1979) rejection sampling.
+def sample_von_mises(kappa: Tensor, streams: RowStreams) -> Tensor:
+    """Angles in (-pi, pi] from von Mises(0, kappa) (shape ``(rows, ...)``), Best & Fisher
+    (1979) rejection sampling.
 
-    Written out (rather than torch.distributions.VonMises) so that a ``generator``
-    makes sampling repeatable without touching the global seed; with
-    :class:`~crystalgen.heads.streams.RowStreams`, rejection round j of every row draws
-    from that row's own stream (tag ``VON_MISES + j``).
+    Written out (rather than torch.distributions.VonMises) so that rejection round j of
+    every row draws from that row's own stream (tag ``VON_MISES + j``), never from a
+    global generator.
     """
     k = kappa.double().clamp(MIN_KAPPA, MAX_KAPPA)
     tau = 1.0 + torch.sqrt(1.0 + 4.0 * k * k)
@@ -60,10 +60,7 @@ def sample_von_mises(kappa: Tensor, generator: Source = None) -> Tensor:
     todo = torch.ones_like(k, dtype=torch.bool)
     round_ = 0
     while todo.any():
-        if isinstance(generator, RowStreams):
-            u = uniform(generator, VON_MISES + round_, (*k.shape, 3), k.device, k.dtype).movedim(-1, 0)
-        else:
-            u = torch.rand((3,) + k.shape, dtype=k.dtype, device=k.device, generator=generator)
+        u = uniform(streams, VON_MISES + round_, (*k.shape, 3), k.dtype).movedim(-1, 0)
         round_ += 1
         z = torch.cos(math.pi * u[0])
         f = (1.0 + r * z) / (r + z)

@@ -30,3 +30,13 @@ def test_example_space_groups(path, formula, number):
     assert s.composition.reduced_formula == formula
     assert dataset.number == number
     assert physical_validity(s)
+
+
+def test_readme_screening_funnel_is_the_result_file():
+    """The README's funnel table is ``docs/results/screen_model_funnel.csv``, row for row."""
+    root = Path(__file__).parents[1]
+    rows = [line.split(",") for line in (root / "docs/results/screen_model_funnel.csv").read_text().split()]
+    readme = (root / "README.md").read_text()
+    table = readme[readme.index("docs/results/screen_model_funnel.csv"):].split("\n\n")[1]
+    cells = [[c.strip().strip("*") for c in line.strip("|").split("|")] for line in table.splitlines()]
+    assert cells[0] == rows[0] and cells[2:] == rows[1:]

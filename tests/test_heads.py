@@ -20,6 +20,7 @@ from crystalgen.heads import (
     VonMisesMixtureHead,
     masked_logits,
     sample_token,
+    RowStreams,
     sample_von_mises,
 )
 
@@ -45,8 +46,7 @@ def test_von_mises_density_integrates_to_one_and_is_periodic():
 
 def test_von_mises_sampler_matches_torch_and_wraps():
     kappa = torch.full((20000,), 4.0)
-    g = torch.Generator().manual_seed(0)
-    ours = sample_von_mises(kappa, g)
+    ours = sample_von_mises(kappa, RowStreams.seeded(0, 20000))
     ref = torch.distributions.VonMises(torch.tensor(0.0), torch.tensor(4.0)).sample((20000,))
     # E[cos] = I1(k)/I0(k) for von Mises
     expected = (torch.special.i1(torch.tensor(4.0)) / torch.special.i0(torch.tensor(4.0))).item()
@@ -54,24 +54,30 @@ def test_von_mises_sampler_matches_torch_and_wraps():
     assert ref.cos().mean().item() == pytest.approx(expected, abs=0.01)
     # a sharp component at 0.99 gives samples on both sides of the [0, 1) seam
     dist = VonMisesMixture(torch.zeros(5000, 1), torch.full((5000, 1), 0.99), torch.full((5000, 1), 200.0))
-    s = dist.sample(1.0, torch.Generator().manual_seed(1))
+    s = dist.sample(1.0, RowStreams.seeded(1, 5000))
     assert ((s >= 0) & (s < 1)).all()
     assert (s < 0.05).any() and (s > 0.95).any()
     assert ((s < 0.1) | (s > 0.9)).all()
 
 
-def test_sampling_is_repeatable_with_a_generator():
+def test_sampling_is_repeatable_with_the_same_streams_and_needs_them():
     dist = _von_mises_example()
-    a = dist.sample(1.0, torch.Generator().manual_seed(7))
-    b = dist.sample(1.0, torch.Generator().manual_seed(7))
+    a = dist.sample(1.0, RowStreams.seeded(7, 1))
+    b = dist.sample(1.0, RowStreams.seeded(7, 1))
     assert torch.equal(a, b)
+    assert not torch.equal(a, dist.sample(1.0, RowStreams.seeded(8, 1)))
+    with pytest.raises(ValueError, match="streams"):
+        dist.sample(1.0)
+    with pytest.raises(ValueError, match="streams"):
+        sample_token(torch.zeros(2, 4), temperature=1.0)
+    assert torch.equal(dist.sample(0.0), dist.mode())  # the mode needs no randomness
 
 
 def test_temperature_sharpens_and_zero_gives_the_mode():
     n = 20000
     dist = GaussianMixture(torch.zeros(n, 1), torch.full((n, 1), 1.5), torch.full((n, 1), 0.2))
-    std_hot = dist.sample(1.0, torch.Generator().manual_seed(0)).std().item()
-    std_cold = dist.sample(0.25, torch.Generator().manual_seed(0)).std().item()
+    std_hot = dist.sample(1.0, RowStreams.seeded(0, n)).std().item()
+    std_cold = dist.sample(0.25, RowStreams.seeded(0, n)).std().item()
     assert std_hot == pytest.approx(0.2, rel=0.05)
     assert std_cold == pytest.approx(0.1, rel=0.05)  # std * sqrt(T)
     assert torch.equal(dist.sample(0.0), dist.mode())
@@ -138,7 +144,7 @@ def test_gaussian_head_learns_a_bimodal_lattice_parameter(seed):
     density = dist.log_prob(torch.tensor([[0.5], [2.0 / 3.0], [0.58]])).exp().squeeze(-1)
     assert density[0] > 8 and density[1] > 8 and density[2] < 0.5
     assert min(abs(dist.mode().item() - 0.5), abs(dist.mode().item() - 2.0 / 3.0)) < 0.01
-    samples = head(context).sample(1.0, torch.Generator().manual_seed(0))
+    samples = head(context).sample(1.0, RowStreams.seeded(0, len(context)))
     near_a = ((samples - 0.5).abs() < 0.03).float().mean().item()
     near_b = ((samples - 2.0 / 3.0).abs() < 0.03).float().mean().item()
     assert near_a == pytest.approx(0.5, abs=0.1) and near_b == pytest.approx(0.5, abs=0.1)
@@ -147,7 +153,7 @@ def test_gaussian_head_learns_a_bimodal_lattice_parameter(seed):
 def test_token_masks_are_obeyed():
     logits = torch.tensor([[5.0, 1.0, 0.0, -1.0]]).expand(1000, 4)
     mask = torch.tensor([False, True, False, True]).expand(1000, 4)
-    drawn = sample_token(logits, mask, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    drawn = sample_token(logits, mask, temperature=1.0, streams=RowStreams.seeded(0, 1000))
     assert set(drawn.tolist()) == {1, 3}
     assert (sample_token(logits, mask, temperature=0.0) == 1).all()
     assert torch.isinf(masked_logits(logits, mask)[:, 0]).all()
@@ -198,7 +204,7 @@ def test_row_streams_are_uniform_and_drive_the_heads():
     # a von Mises mixture sampled through the streams matches its density's spread
     dist = VonMisesMixture(torch.zeros(n, 1), torch.full((n, 1), 0.25), torch.full((n, 1), 4.0))
     x = dist.sample(1.0, streams).numpy()
-    ref = sample_von_mises(torch.full((n,), 4.0), torch.Generator().manual_seed(0)).numpy() / (2 * np.pi) + 0.25
+    ref = sample_von_mises(torch.full((n,), 4.0), RowStreams.seeded(5, n)).numpy() / (2 * np.pi) + 0.25
     assert abs(np.mean(np.cos(2 * np.pi * (x - 0.25))) - np.mean(np.cos(2 * np.pi * (ref - 0.25)))) < 0.02
     # the distance guard's first candidate is exactly the draw an unguarded sampler makes
     sharp = VonMisesMixture(torch.randn(64, 8), torch.rand(64, 8), torch.rand(64, 8) * 500)

@@ -129,3 +129,16 @@ def test_screen_and_evaluate_refuse_to_clobber(tmp_path):
     res = CliRunner().invoke(main, ["evaluate", "dng", "-n", "1", "--json", str(report)])
     assert res.exit_code != 0 and "already exists" in res.output and report.read_text() == "earlier figures"
 
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_screening_files_follow_the_umask(tmp_path, mask, mode):
+    from crystalgen.screening.shards import atomic_write_bytes
+
+    old = os.umask(mask)
+    try:
+        atomic_write_bytes(tmp_path / "shards" / "a.json", b"{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "shards" / "a.json").stat().st_mode) == mode
+    assert stat.S_IMODE((tmp_path / "shards").stat().st_mode) == 0o777 & ~mask

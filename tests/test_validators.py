@@ -21,7 +21,8 @@ from crystalgen.validators import (
     validate,
     validate_many,
 )
-from crystalgen.validators.distance import min_distances
+from crystalgen.validators import distance
+from crystalgen.validators.distance import min_distances, periodic_sq_distances
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +74,26 @@ def test_distance_across_the_periodic_boundary():
     s = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0.01, 0, 0], [0.97, 0, 0]])
     assert min_distances(s)[0] == pytest.approx(0.16, abs=1e-9)
     assert check_distance(s).passed is False
+
+
+@pytest.mark.parametrize("params", [(5.1, 6.2, 7.3, 82, 86, 97), (3.0, 9.0, 4.0, 60, 120, 75), (4.0, 4.0, 4.0, 90, 90, 90)])
+def test_periodic_distances_match_pymatgen_on_skewed_cells(params, monkeypatch):
+    """The one periodic-distance computation (validators and the sampler's guard) agrees with
+    pymatgen's, through the LLL-reduced cell, and its two evaluation orders agree to the bit."""
+    rng = np.random.default_rng(len(params) + int(params[3]))
+    lattice = Lattice.from_parameters(*params)
+    frac = rng.random((40, 3))
+    reference = lattice.get_all_distances(frac, frac)
+    np.fill_diagonal(reference, np.inf)
+    s = Structure(lattice, ["O"] * 40, frac)
+    assert min_distances(s)[0] == pytest.approx(reference.min(), abs=1e-9)
+    reduced = lattice.get_lll_frac_coords(frac)
+    ours = np.sqrt(periodic_sq_distances(reduced, reduced, lattice.lll_matrix))
+    np.testing.assert_allclose(ours, lattice.get_all_distances(frac, frac), atol=1e-9)
+    monkeypatch.setattr(distance, "_LOOP_ABOVE", 0)
+    looped = periodic_sq_distances(reduced, reduced[:7], lattice.lll_matrix)
+    monkeypatch.setattr(distance, "_LOOP_ABOVE", 10**9)
+    assert np.array_equal(looped, periodic_sq_distances(reduced, reduced[:7], lattice.lll_matrix))
 
 
 # --- lattice --------------------------------------------------------------------------------

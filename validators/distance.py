@@ -7,10 +7,14 @@ The check's verdict is physical: every pair must also keep at least
 ``MIN_COVALENT_RATIO`` of the sum of its covalent radii. Real crystals do (calibrated
 by ``benchmarks/calibrate_distance.py`` on MPTS-52 test crystals:
 ``docs/results/distance_calibration.json``).
+
+:func:`periodic_sq_distances` is crystalgen's one periodic-distance computation: this
+check and the sampler's distance guard (:mod:`crystalgen.generation.guard`) both use it.
 """
 
 from __future__ import annotations
 
+import itertools
 from functools import lru_cache
 
 import numpy as np
@@ -24,6 +28,49 @@ from crystalgen.validators.result import CheckResult
 MIN_DISTANCE_A = 0.5
 #: physical rule: smallest distance / (r_cov_i + r_cov_j) must be at least this
 MIN_COVALENT_RATIO = 0.65
+
+#: fractional offsets of a cell and its 26 neighbours
+IMAGES = np.array(list(itertools.product((-1, 0, 1), repeat=3)), np.float64)
+#: pairs per block of :func:`periodic_sq_distances` (bounds its memory)
+_BLOCK = 1 << 16
+#: below this many pairs one broadcast over all 27 images is fastest, above it a loop over them
+_LOOP_ABOVE = 512
+
+
+def image_shifts(matrix: np.ndarray) -> np.ndarray:
+    """(27, 3) Cartesian offsets (Å) of the cell and its 26 neighbours."""
+    return IMAGES @ matrix
+
+
+def periodic_sq_distances(frac_a: np.ndarray, frac_b: np.ndarray, matrix: np.ndarray,
+                          shifts: np.ndarray | None = None) -> np.ndarray:
+    """(len(a), len(b)) squared shortest distances (Å^2) between fractional points of a
+    periodic cell (lattice vectors as rows of ``matrix``).
+
+    The fractional difference is wrapped to its minimum image and then compared with the 26
+    neighbouring images, as pymatgen's ``pbc_shortest_vectors`` does: exact for a reduced
+    cell (:func:`min_distances` LLL-reduces first). ``shifts``: :func:`image_shifts` of
+    ``matrix``, for callers that measure one cell many times. Small inputs (the sampler's
+    guard) broadcast over the images at once, large ones loop over them; both evaluate
+    ``(x + s_x)^2 + (y + s_y)^2 + (z + s_z)^2`` in the same order, so the result is the
+    same to the bit whichever way it is computed.
+    """
+    shifts = image_shifts(matrix) if shifts is None else shifts
+    out = np.empty((len(frac_a), len(frac_b)))
+    rows = max(1, _BLOCK // max(len(frac_b), 1))
+    for start in range(0, len(frac_a), rows):
+        diff = frac_a[start:start + rows, None, :] - frac_b[None, :, :]
+        diff -= np.round(diff)
+        cart = diff @ matrix  # (rows, b, 3) at the fractional minimum image
+        if cart.shape[0] * cart.shape[1] <= _LOOP_ABOVE:
+            out[start:start + rows] = ((cart[:, :, None, :] + shifts) ** 2).sum(-1).min(-1)
+            continue
+        x, y, z = cart[..., 0], cart[..., 1], cart[..., 2]
+        best = (x + shifts[0, 0]) ** 2 + (y + shifts[0, 1]) ** 2 + (z + shifts[0, 2]) ** 2
+        for sx, sy, sz in shifts[1:]:
+            np.minimum(best, (x + sx) ** 2 + (y + sy) ** 2 + (z + sz) ** 2, out=best)
+        out[start:start + rows] = best
+    return out
 
 
 def pair_min_distance(z_i: int | np.ndarray, z_j: int | np.ndarray, ratio: float = MIN_COVALENT_RATIO,
@@ -55,7 +102,9 @@ def min_distances(structure: Structure | Cell) -> tuple[float, float]:
     if not np.isfinite(cell.matrix).all() or abs(np.linalg.det(cell.matrix)) < 1e-8:
         # a flat or non-finite cell has no minimum image (and LAPACK would complain)
         raise ValueError("degenerate lattice: zero or non-finite volume")
-    dist = Lattice(cell.matrix).get_all_distances(cell.frac, cell.frac)
+    lattice = Lattice(cell.matrix)
+    frac = lattice.get_lll_frac_coords(cell.frac)
+    dist = np.sqrt(periodic_sq_distances(frac, frac, lattice.lll_matrix))
     np.fill_diagonal(dist, np.inf)
     radii = covalent_radii[cell.numbers]
     ratio = dist / (radii[:, None] + radii[None, :])

@@ -11,14 +11,13 @@ Ranking is deterministic: `seed` is accepted for the harness and ignored.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Composition, Structure
-from tqdm.auto import tqdm
+from crystalgen.progress import progress_bar
 
 from crystalgen.analogues.candidates import Candidate, NoAnalogueError, build_structure, find_candidates
 from crystalgen.analogues.energy import EnergyRanker
@@ -99,7 +98,7 @@ class AnalogueGenerator:
                            validate: bool = True) -> list[list[GenerationResult]]:
         """`predict_structure` for many compositions; [] where one has no analogue."""
         out = []
-        for comp in tqdm(compositions, desc="analogues", disable=not sys.stderr.isatty(), leave=False):
+        for comp in progress_bar(compositions, desc="analogues", leave=False):
             try:
                 out.append(self.predict_structure(comp, n=n, seed=seed, validate=validate))
             except (NoAnalogueError, ValueError):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import sys
 import warnings
 from dataclasses import dataclass, field
 from functools import reduce
@@ -261,7 +260,7 @@ class AnalogueIndex:
         return cls(**arrays, origin=origin)
 
 
-def load_index(path: str | Path = REFERENCE_POOL, workers: int = 2, progress: bool | None = None) -> AnalogueIndex:
+def load_index(path: str | Path = REFERENCE_POOL, workers: int = 2, progress: bool = True) -> AnalogueIndex:
     """The analogue index of a corpus: from its sidecar cache when it matches, else built and cached."""
     path = resolve(path)
     if not path.exists():
@@ -272,7 +271,6 @@ def load_index(path: str | Path = REFERENCE_POOL, workers: int = 2, progress: bo
         index = AnalogueIndex.load_file(sidecar, fingerprint, origin=str(path))
         if index is not None:
             return index
-    progress = sys.stderr.isatty() if progress is None else progress
     index = AnalogueIndex.build(path, workers=workers, progress=progress)
     for sidecar in candidates:
         try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -24,7 +23,7 @@ def prepare_command(sources: tuple[Path, ...], out: Path, workers: int | None, q
     from crystalgen.data.prepare import PrepareConfig, prepare
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    report = prepare(list(sources), out, PrepareConfig(workers=workers, progress=not quiet and sys.stderr.isatty()))
+    report = prepare(list(sources), out, PrepareConfig(workers=workers, progress=not quiet))
     click.echo(report.text())
     click.echo(f"wrote {out} and {out}.report.json in {report.wall_s:.1f} s")
     if report.file_errors:

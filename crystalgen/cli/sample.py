@@ -2,31 +2,57 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections import Counter
 
 import click
 
 
-def _summary_table(results) -> str:
-    from crystalgen.evaluation.consistency import consistency_rates
-    from crystalgen.validators import CHECK_NAMES
+class _Tally:
+    """What the summary table needs from every crystal, counted as chunks go by (the
+    crystals themselves are written out and dropped)."""
 
-    n = len(results)
-    lines = [f"{'check':<18}{'pass rate':>10}"]
-    for name in CHECK_NAMES:
-        verdicts = [r.report["checks"][name]["pass"] for r in results if r.report and name in r.report["checks"]]
-        verdicts = [v for v in verdicts if v is not None]
-        if verdicts:
-            lines.append(f"{name:<18}{sum(verdicts) / len(verdicts):>10.1%}")
-    if n and results[0].report is not None:
-        lines.append(f"{'overall':<18}{sum(bool(r.valid) for r in results) / n:>10.1%}")
-    rates = consistency_rates([r.trace["consistency"] for r in results if r.trace and "consistency" in r.trace]) or {}
-    for key in ("spacegroup", "composition", "density", "all"):
-        if key in rates:
-            lines.append(f"{'plan ' + key:<18}{rates[key]:>10.1%}")
-    return "\n".join(lines)
+    def __init__(self) -> None:
+        self.n = self.valid = 0
+        self.validated = False
+        self.checks: dict[str, list[int]] = {}  # check -> [passed, judged]
+        self.plan: dict[str, list[int]] = {}  # aspect -> [consistent, planned]
+
+    def add(self, results) -> None:
+        from crystalgen.evaluation.consistency import consistency_rates
+
+        for r in results:
+            self.n += 1
+            if r.report is None:
+                continue
+            self.validated = True
+            self.valid += bool(r.valid)
+            for name, check in r.report["checks"].items():
+                if check["pass"] is not None:
+                    tally = self.checks.setdefault(name, [0, 0])
+                    tally[0] += bool(check["pass"])
+                    tally[1] += 1
+        per_crystal = [r.trace["consistency"] for r in results if r.trace and "consistency" in r.trace]
+        for aspect, rate in (consistency_rates(per_crystal) or {}).items():
+            planned = sum(bool(e) if aspect == "all" else aspect in (e or {}) for e in per_crystal)
+            tally = self.plan.setdefault(aspect, [0, 0])
+            tally[0] += round(rate * planned)
+            tally[1] += planned
+
+    def table(self) -> str:
+        from crystalgen.validators import CHECK_NAMES
+
+        lines = [f"{'check':<18}{'pass rate':>10}"]
+        for name in CHECK_NAMES:
+            if name in self.checks:
+                passed, judged = self.checks[name]
+                lines.append(f"{name:<18}{passed / judged:>10.1%}")
+        if self.n and self.validated:
+            lines.append(f"{'overall':<18}{self.valid / self.n:>10.1%}")
+        for key in ("spacegroup", "composition", "density", "all"):
+            if key in self.plan and self.plan[key][1]:
+                lines.append(f"{'plan ' + key:<18}{self.plan[key][0] / self.plan[key][1]:>10.1%}")
+        return "\n".join(lines)
 
 
 def _only_valid_shortfall(n_kept: int, n: int, unfiltered, budget: int | None) -> str:
@@ -66,6 +92,9 @@ def _only_valid_shortfall(n_kept: int, n: int, unfiltered, budget: int | None) -
 @click.option("--format", "fmt", type=click.Choice(["cif", "extxyz", "json", "h5"]),
               help="Output format (default: from the --out suffix; a folder means cif). "
                    "A suffix of another format is refused.")
+@click.option("--chunk-size", type=click.IntRange(1), default=4096, show_default=True,
+              help="Write the output every this many sequences: memory holds one chunk, and a run that is "
+                   "stopped keeps the chunks it wrote.")
 @click.option("--overwrite", is_flag=True,
               help="Write into an existing --out: replace only files of the same names, keep everything else.")
 @click.option("--trace", is_flag=True, help="Print each crystal's reasoning trace.")
@@ -81,7 +110,8 @@ def _only_valid_shortfall(n_kept: int, n: int, unfiltered, budget: int | None) -
                    "structures of the same anonymous formula (the formula is then the cell content: Li4Fe4P4O16 for "
                    "four formula units); auto lists analogues first, then the model's candidates.")
 def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, seed, batch_size, workers, device,
-            model_path, out, fmt, overwrite, trace, only_valid, min_distance, covalent_ratio, strategy) -> None:
+            model_path, out, fmt, chunk_size, overwrite, trace, only_valid, min_distance, covalent_ratio,
+            strategy) -> None:
     """Generate crystal structures and write them to OUT.
 
     \b
@@ -90,11 +120,11 @@ def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, s
       crystalgen sample --chemsys Li-Fe-O -n 100 --out lfo.extxyz
     """
     from crystalgen.api import CrystalGenerator, GenerationRequest, RequestError, SamplingOptions
-    from crystalgen.io import check_target, write_results
+    from crystalgen.io import ResultWriter
     from crystalgen.output_paths import OutputError
 
     try:
-        check_target(out, fmt, overwrite)
+        writer = ResultWriter(out, fmt, overwrite, width=max(5, len(str(n - 1))))
     except OutputError as err:
         raise click.ClickException(str(err)) from None
     element_list = [e for e in elements.split(",")] if elements else None
@@ -107,37 +137,44 @@ def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, s
     except (RequestError, FileNotFoundError) as err:
         raise click.UsageError(str(err)) from None
     start = time.perf_counter()
-    unfiltered = []
+    tally, unfiltered = _Tally(), []
     try:
         options = SamplingOptions(temperature=temperature, seed=seed, batch_size=batch_size, min_distance=min_distance,
-                                  covalent_ratio=covalent_ratio, validate=True, only_valid=only_valid, progress=sys.stderr.isatty())
+                                  covalent_ratio=covalent_ratio, validate=True, only_valid=only_valid, progress=True)
         if strategy == "model":
-            results = gen.generate(request, n, options=options)
+            chunks = gen.stream(request, n, options, chunk=chunk_size)
         else:
-            results = gen.predict_structure(formula, n, options=options, strategy=strategy)
-        if only_valid and len(results) < n:  # the same seed redraws the first round, to say what failed
-            unfiltered = gen.generate(request, n, options=options.with_(only_valid=False, progress=False))
+            chunks = iter([gen.predict_structure(formula, n, options=options, strategy=strategy)])
+        for results in chunks:
+            writer.write(results)
+            if trace:
+                _print_traces(results, tally.n)
+            tally.add(results)
+        if only_valid and tally.n < n:  # the same seed redraws (the start of) the first round, to say what failed
+            unfiltered = gen.generate(request, min(n, chunk_size), options=options.with_(only_valid=False, progress=False))
     except RequestError as err:
         raise click.UsageError(str(err)) from None
+    except OutputError as err:
+        raise click.ClickException(str(err)) from None
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: {writer.count} finished crystals are in {out}", err=True)
+        raise SystemExit(130) from None
     finally:
         gen.close()
     elapsed = time.perf_counter() - start
-    if only_valid and len(results) < n:
-        click.echo(_only_valid_shortfall(len(results), n, unfiltered, options.max_rounds * n), err=True)
-    if not results:
+    if only_valid and tally.n < n:
+        click.echo(_only_valid_shortfall(tally.n, n, unfiltered, options.max_rounds * n), err=True)
+    if not tally.n:
         raise click.ClickException("the model produced no crystal for this request; nothing written")
-    try:
-        write_results(results, out, fmt, overwrite)
-    except OutputError as err:
-        raise click.ClickException(str(err)) from None
-    if trace:
-        for i, r in enumerate(results):
-            source = (f"log-likelihood {r.log_likelihood:.1f}" if r.log_likelihood is not None
-                      else f"analogue of {r.metadata.get('reference_id')}")
-            click.echo(f"--- crystal {i} ({r.structure.composition.reduced_formula}, {source})")
-            click.echo(r.trace["text"])
-    click.echo(_summary_table(results))
-    click.echo(f"wrote {len(results)} crystals to {out} (generated and validated in {elapsed:.1f} s, "
-               f"written in {time.perf_counter() - start - elapsed:.1f} s)")
-    if len(results) < n:
-        click.echo(f"warning: only {len(results)} of {n} requested crystals were produced", err=True)
+    click.echo(tally.table())
+    click.echo(f"wrote {tally.n} crystals to {out} (generated, validated and written in {elapsed:.1f} s)")
+    if tally.n < n:
+        click.echo(f"warning: only {tally.n} of {n} requested crystals were produced", err=True)
+
+
+def _print_traces(results, first: int) -> None:
+    for i, r in enumerate(results, start=first):
+        source = (f"log-likelihood {r.log_likelihood:.1f}" if r.log_likelihood is not None
+                  else f"analogue of {r.metadata.get('reference_id')}")
+        click.echo(f"--- crystal {i} ({r.structure.composition.reduced_formula}, {source})")
+        click.echo(r.trace["text"])

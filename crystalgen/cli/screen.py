@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import click
@@ -54,7 +53,7 @@ def command(config_path: Path, run_dir: Path, executor: str, address: str | None
     except OutputError as err:
         raise click.ClickException(str(err)) from None
     result = run_screen(config, run_dir, executor=executor, address=address, workers=workers,
-                        progress=not quiet and sys.stderr.isatty())
+                        progress=not quiet)
     click.echo(funnel_markdown(result.funnel))
     for w in result.warnings:
         click.echo(f"warning: {w}", err=True)

@@ -65,7 +65,7 @@ def command(paths: tuple[Path, ...], json_out: Path | None, workers: int | None,
     if not structures:
         click.echo(f"error: no structures found in {', '.join(str(p) for p in paths)}", err=True)
         sys.exit(1)
-    batch = validate_many(structures, workers=workers, progress=not quiet and sys.stderr.isatty())
+    batch = validate_many(structures, workers=workers, progress=not quiet)
     print_table(batch.summary)
     if errors:
         click.echo(f"{len(errors)} file(s) or entries could not be read (see above)", err=True)

@@ -2,14 +2,27 @@
 
     python -m crystalgen.devtools.imports
 
-Reads the source (nothing is imported), including imports inside functions: a lazy
-import may save start-up time, but it may not run upward or close a cycle. Importing
-``a.b.c`` also imports the packages ``a.b`` and ``a``, so those count as edges too.
-Layers, top to bottom (a module may import its own layer or any lower one)::
+Reads the source (nothing is imported). Importing ``a.b.c`` also imports the packages
+``a.b`` and ``a``, so those count as edges too. Layers, top to bottom (a module may
+import its own layer or any lower one)::
 
-    cli, devtools -> screening, evaluation, training, data -> api -> generation
-    -> model, trace, io -> backbone, heads -> validators, results, consistency
-    -> representation -> parallel, pretrained
+    crystalgen (the root package: a facade, see below)
+    -> cli, devtools -> screening, evaluation, training -> api, sampling
+    -> generation, analogues -> model, trace, io, data -> backbone, heads
+    -> validators, results, consistency -> representation
+    -> parallel, pretrained, output_paths, progress
+
+Two rules make every import visible to the check, with no exemption:
+
+- **Imports inside functions are edges like any other.** A function-level import is
+  for a heavy or optional dependency only (torch and the model behind ``crystalgen.api``,
+  matplotlib, matminer, CHGNet, Ray), to keep ``import`` and the CLI's start-up cheap; it
+  may not run upward or close a cycle, so it cannot dodge the layering.
+- **The root package is the top layer, and lazy.** Python runs ``crystalgen/__init__.py``
+  before any submodule, so every module implicitly imports it; those implicit edges are
+  not drawn. In exchange the root may import crystalgen modules only inside its
+  module-level ``__getattr__`` (PEP 562, e.g. ``crystalgen.CrystalGenerator``): loading
+  the root then loads nothing else, and the facade sits above everything it names.
 """
 
 from __future__ import annotations
@@ -20,10 +33,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+#: the root package: the top layer, matched by its exact name only
+PACKAGE = "crystalgen"
 #: package -> folder (pyproject's package-dir)
 FOLDERS = {"crystalgen": "crystalgen", "crystalgen.backbone": "backbone", "crystalgen.heads": "heads",
            "crystalgen.validators": "validators", "crystalgen.data": "data"}
 LAYERS = [
+    (PACKAGE,),
     ("crystalgen.cli", "crystalgen.devtools", "crystalgen.__main__"),
     ("crystalgen.screening", "crystalgen.evaluation", "crystalgen.training"),
     ("crystalgen.api", "crystalgen.sampling"),
@@ -32,10 +48,8 @@ LAYERS = [
     ("crystalgen.backbone", "crystalgen.heads"),
     ("crystalgen.validators", "crystalgen.results", "crystalgen.consistency"),
     ("crystalgen.representation",),
-    ("crystalgen.parallel", "crystalgen.pretrained", "crystalgen.output_paths"),
+    ("crystalgen.parallel", "crystalgen.pretrained", "crystalgen.output_paths", "crystalgen.progress"),
 ]
-#: the root package resolves ``crystalgen.CrystalGenerator`` lazily (PEP 562) for users
-EXEMPT = {"crystalgen"}
 
 
 def modules() -> dict[str, Path]:
@@ -81,7 +95,7 @@ def _imports(name: str, path: Path, known: set[str]) -> Iterator[str]:
 
 def layer(name: str) -> int | None:
     for rank, group in enumerate(LAYERS):
-        if any(name == g or name.startswith(g + ".") for g in group):
+        if any(name == g or (g != PACKAGE and name.startswith(g + ".")) for g in group):
             return rank
     return None
 
@@ -95,8 +109,6 @@ def graph() -> dict[str, set[str]]:
 def upward(edges: dict[str, set[str]]) -> list[str]:
     out = []
     for a, targets in sorted(edges.items()):
-        if a in EXEMPT:
-            continue
         for b in sorted(targets):
             la, lb = layer(a), layer(b)
             if la is None or lb is None:
@@ -122,8 +134,6 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
         stack.append(v)
         on_stack.add(v)
         for w in edges.get(v, ()):
-            if w in EXEMPT:
-                continue
             if w not in index:
                 visit(w)
                 low[v] = min(low[v], low[w])
@@ -141,14 +151,38 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
                 found.append(sorted(comp))
 
     for v in sorted(edges):
-        if v not in index and v not in EXEMPT:
+        if v not in index:
             visit(v)
     return found
 
 
+def eager_root_imports(source: str) -> list[str]:
+    """Imports of crystalgen modules in the root package's ``source`` outside its
+    module-level ``__getattr__`` (each one would load for every ``import crystalgen.x``)."""
+    tree = ast.parse(source)
+    lazy = {id(node) for fn in tree.body if isinstance(fn, ast.FunctionDef) and fn.name == "__getattr__"
+            for node in ast.walk(fn)}
+    out = []
+    for node in ast.walk(tree):
+        if id(node) in lazy:
+            continue
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        elif isinstance(node, ast.ImportFrom):
+            names = [PACKAGE]
+        else:
+            continue
+        out += [f"{PACKAGE}:{node.lineno}: imports {n} outside __getattr__ (the root package must stay lazy)"
+                for n in names if n == PACKAGE or n.startswith(PACKAGE + ".")]
+    return out
+
+
 def problems() -> list[str]:
     edges = graph()
-    return upward(edges) + [f"import cycle: {' <-> '.join(c)}" for c in cycles(edges)]
+    root = eager_root_imports((ROOT / FOLDERS[PACKAGE] / "__init__.py").read_text())
+    return root + upward(edges) + [f"import cycle: {' <-> '.join(c)}" for c in cycles(edges)]
 
 
 def main() -> int:

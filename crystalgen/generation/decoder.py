@@ -32,7 +32,7 @@ import torch
 
 from crystalgen.generation.guard import CANDIDATES, Clearance, MinDistance
 from crystalgen.generation.request import ElementRule
-from crystalgen.generation.rng import keys_from_generator, streams_at
+from crystalgen.generation.rng import sequence_keys, streams_at
 from crystalgen.heads import masked_logits, sample_token
 from crystalgen.representation import vocab as V
 from crystalgen.representation.grammar import DEFAULT_MAX_ATOMS, Grammar, NoLegalCompletion, ValueSlot
@@ -151,15 +151,16 @@ def generate_batch(
     prefixes: list[np.ndarray],
     rules: list[ElementRule | None] | None = None,
     temperature: float = 1.0,
-    generator: torch.Generator | None = None,
+    seed: int = 0,
     max_atoms: int = DEFAULT_MAX_ATOMS,
     max_new: int = 512,
     min_distance: MinDistance = 0.0,
 ) -> list[SampledSequence | None]:
     """Complete every prefix (each ending in ``<plan>``) to ``<eos>``, all in one batch;
-    ``generator`` seeds the sequences' keys. One :class:`SampledSequence` per prefix, or
-    None where the prefix has no legal completion or the element rule left no legal token."""
-    keys = keys_from_generator(len(prefixes), generator)
+    prefix i draws from key i of ``seed`` (:func:`~crystalgen.generation.rng.sequence_keys`).
+    One :class:`SampledSequence` per prefix, or None where the prefix has no legal
+    completion or the element rule left no legal token."""
+    keys = sequence_keys(seed, 0, len(prefixes))
     out: list[SampledSequence | None] = [None] * len(prefixes)
     for i, seq in generate_stream(model, prefixes, keys, rules, temperature, max_atoms, max_new,
                                   batch_size=max(len(prefixes), 1), min_distance=min_distance):

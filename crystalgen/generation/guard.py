@@ -10,6 +10,8 @@ draws from the model's own value distribution, so the guard is rejection samplin
 that distribution truncated to the clear region; it never moves an atom the model did
 not propose.
 
+Distances come from :func:`~crystalgen.validators.distance.periodic_sq_distances`, the
+validators' (crystalgen's one periodic-distance computation), on the lattice as sampled.
 The minimum distance is one value in Å for every pair (the validators' threshold by
 default, :data:`crystalgen.validators.distance.MIN_DISTANCE_A`), or a matrix indexed by
 atomic numbers, for a per-element-pair rule such as a fraction of the covalent radii.
@@ -20,15 +22,13 @@ sites, are left as drawn: the validators still judge every structure.
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 
 from crystalgen.representation.grammar import PartialCrystal
 from crystalgen.representation.sequence import derived_coordinate, length_from_value
 from crystalgen.representation.tables import SPACE_GROUPS, lattice_matrix, lattice_params_constrained
 from crystalgen.representation.vocab import ELEMENTS
-from crystalgen.validators.distance import MIN_DISTANCE_A
+from crystalgen.validators.distance import MIN_DISTANCE_A, image_shifts, periodic_sq_distances
 
 __all__ = ["CANDIDATES", "MIN_DISTANCE_A", "Clearance", "MinDistance"]
 
@@ -39,7 +39,6 @@ CANDIDATES = 8
 #: one distance (Å) for every pair, or a matrix of them indexed by atomic numbers
 MinDistance = float | np.ndarray
 
-_IMAGES = np.array(list(itertools.product((-1, 0, 1), repeat=3)), np.float64)  # (27, 3)
 _Z = {el: z for z, el in enumerate(ELEMENTS, start=1)}
 
 
@@ -68,7 +67,7 @@ class Clearance:
             except (OverflowError, ValueError):  # exp overflow, impossible angles
                 self.matrix = np.full((3, 3), np.nan)
             volume = abs(np.linalg.det(self.matrix)) if np.isfinite(self.matrix).all() else 0.0
-            self.shifts = _IMAGES @ self.matrix if volume > 1e-6 else None
+            self.shifts = image_shifts(self.matrix) if volume > 1e-6 else None
         if self.shifts is None:
             return False
         while self._sites < len(crystal.placed):
@@ -130,9 +129,6 @@ class Clearance:
         ops = table.orbit_ops[w]  # (m, 3, 4)
         orbit = np.mod(ops[:, :, :3] @ table.derive_xyz(w, xyz) + ops[:, :, 3], 1.0)
         m = len(orbit)
-        # differences at the fractional minimum image and the 26 cells around it
-        diff = orbit[:, None, :] - np.concatenate([self.frac, orbit])[None, :, :]  # (m, n + m, 3)
-        diff -= np.round(diff)
-        sq = (((diff @ self.matrix)[:, :, None, :] + self.shifts) ** 2).sum(-1).min(-1)  # (m, n + m)
+        sq = periodic_sq_distances(orbit, np.concatenate([self.frac, orbit]), self.matrix, self.shifts)
         sq[:, len(self.frac):][np.diag_indices(m)] = np.inf
         return sq

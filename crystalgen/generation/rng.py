@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from crystalgen.heads.streams import GOLDEN, RowStreams, mix64
+from crystalgen.heads.streams import RowStreams, derive_keys, mix64
 
 
 def base_seed(seed: int | None) -> int:
@@ -19,19 +19,11 @@ def base_seed(seed: int | None) -> int:
     return int(seed) if seed is not None else int(torch.seed() % 2**63)
 
 
-def sequence_keys(seed: int, round_: int, count: int) -> np.ndarray:
-    """Keys of jobs 0..count-1 of round ``round_`` of a request seeded with ``seed``."""
+def sequence_keys(seed: int, round_: int, count: int, first: int = 0) -> np.ndarray:
+    """Keys of jobs ``first .. first + count - 1`` of round ``round_`` of a request seeded with ``seed``."""
     base = mix64(np.array([int(seed) % 2**64], np.uint64))[0]
     base = mix64(np.array([base ^ np.uint64(round_ + 1)], np.uint64))[0]
-    with np.errstate(over="ignore"):
-        return mix64(base + GOLDEN * (np.arange(count, dtype=np.uint64) + np.uint64(1)))
-
-
-def keys_from_generator(count: int, generator: torch.Generator | None) -> np.ndarray:
-    """``count`` keys drawn from a torch generator (None: torch's global one), for callers
-    that seed with a ``torch.Generator``."""
-    draws = torch.randint(0, 2**62, (count,), generator=generator, dtype=torch.int64)
-    return draws.numpy().astype(np.uint64)
+    return derive_keys(base, count, first)
 
 
 def streams_at(keys: np.ndarray, positions: np.ndarray, device) -> RowStreams:

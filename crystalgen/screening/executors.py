@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from tqdm import tqdm
+from crystalgen.progress import progress_bar
 
 from crystalgen.parallel import WorkerContext, WorkerPool, cpu_count
 
@@ -34,7 +34,7 @@ def run_local(fn: Callable, tasks: Sequence[Task], on_done: OnDone, workers: int
     as the pool did and ends with exactly the same results. A shard worker samples
     in-process: it starts no pool of its own.
     """
-    bar = tqdm(total=len(tasks), desc="shards", unit="shard", disable=not progress)
+    bar = progress_bar(total=len(tasks), desc="shards", unit="shard", enabled=progress)
     threads = max(1, cpu_count() // max(workers, 1))
     try:
         if workers <= 1 or len(tasks) <= 1:
@@ -92,7 +92,7 @@ def run_ray(
             return arg
 
         pending = {remote.remote(*[put(a) for a in args]): i for i, args in enumerate(tasks)}
-        bar = tqdm(total=len(tasks), desc="shards (ray)", unit="shard", disable=not progress)
+        bar = progress_bar(total=len(tasks), desc="shards (ray)", unit="shard", enabled=progress)
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:

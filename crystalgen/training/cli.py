@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 
 import click
@@ -40,6 +39,6 @@ def command(config_path, data_path, out_dir, resume, device, overrides, quiet) -
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = load_config(config_path, list(overrides))
-    final = train(config, data_path, out_dir, resume=resume, device=device, progress=not quiet and sys.stderr.isatty())
+    final = train(config, data_path, out_dir, resume=resume, device=device, progress=not quiet)
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo("validation NLL per head: " + ", ".join(f"{k}={v:.4f}" for k, v in final.items()))

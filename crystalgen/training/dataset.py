@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from crystalgen.progress import progress_bar
 
 from crystalgen.representation import vocab as V
 from crystalgen.representation.sequence import Conditioning, EncodedCrystal, EncodeError, encode_from_arrays
@@ -92,7 +92,7 @@ def encode_corpus(corpus, max_length: int = 512, progress: bool = True) -> Encod
     """
     w = corpus.wyckoff
     ids, sequences, skipped = [], [], 0
-    for i in tqdm(range(len(corpus)), desc="encoding", disable=not progress, mininterval=2.0):
+    for i in progress_bar(range(len(corpus)), desc="encoding", enabled=progress, mininterval=2.0):
         if not w["ok"][i]:
             skipped += 1
             continue

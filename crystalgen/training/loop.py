@@ -26,6 +26,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from crystalgen.progress import progress_bar
+
 from crystalgen.model import HEAD_NAMES, CrystalModel
 from crystalgen.representation import vocab as V
 from crystalgen.training import distributed
@@ -221,7 +223,7 @@ def _train(config: TrainConfig, data_path: Path, out: Path, resume: bool, ctx, p
             return False
         return not (config.max_minutes and state.elapsed >= 60.0 * config.max_minutes)
 
-    bar = tqdm(total=config.max_steps or None, initial=state.step, disable=not show, desc="train",
+    bar = progress_bar(total=config.max_steps or None, initial=state.step, enabled=show, desc="train",
                dynamic_ncols=True)
     window: dict[str, list[torch.Tensor]] = {}
     session_start, elapsed_before = time.perf_counter(), state.elapsed

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import torch
 
 from crystalgen.model import CrystalModel
 from crystalgen.sampling import generate_batch
@@ -35,8 +34,7 @@ def sample_pass_rate(
             log.warning("sample -> validate check skipped (%s)", err)
             _warned = True
         return None
-    generator = torch.Generator(device=model.device).manual_seed(seed)
-    samples = generate_batch(model, prefixes, temperature=temperature, generator=generator)
+    samples = generate_batch(model, prefixes, temperature=temperature, seed=seed)
     completed = decoded = passed = 0
     for sample in samples:
         if sample is None:
