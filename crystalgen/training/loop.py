@@ -178,7 +178,8 @@ def _train(config: TrainConfig, data_path: Path, out: Path, resume: bool, ctx, p
     show = progress and ctx.is_main
     emit = _Logger(out, ctx.is_main)
 
-    encoded = encode_corpus(read_corpus(data_path), config.data.max_length, progress=show)
+    forms = config.data.augment_max_variants if config.data.augment else 1
+    encoded = encode_corpus(read_corpus(data_path), config.data.max_length, progress=show, max_forms=forms)
     train_set, val_set = split(encoded, config.data.val_fraction, config.seed)
     if not len(train_set):
         raise ValueError(f"{data_path}: no usable training structures")
