@@ -13,6 +13,8 @@ coordinate head a single target where several are right. Three freedoms combine:
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from crystalgen.representation.build_sets import SETS_PATH
@@ -76,10 +78,10 @@ class EquivalentForms:
         for setting in range(len(SETTINGS[self.crystal.spacegroup])):
             n, groups = 1, {}
             for (letter, points), site in zip(self.options(setting), self.crystal.sites):
-                n *= len(points)
+                n *= int(len(points))
                 groups[(site.element, letter)] = groups.get((site.element, letter), 0) + 1
             for k in groups.values():
-                n *= int(np.prod(np.arange(1, k + 1)))
+                n *= math.factorial(k)
             total += n
         return total
 
