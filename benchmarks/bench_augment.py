@@ -25,7 +25,7 @@ import numpy as np
 from crystalgen.data.corpus import read_corpus
 from crystalgen.representation.equivalent import EquivalentForms
 from crystalgen.representation.sequence import EncodeError, crystal_from_arrays
-from crystalgen.training.dataset import encode_variants, equivalent_encodings
+from crystalgen.training.dataset import encode_variants, equivalent_encodings, wyckoff_arrays
 
 BOUND_BINS = (1, 2, 4, 8, 16, 64, 256, 4096)
 
@@ -52,9 +52,7 @@ def main(data: str, limit: int, max_forms: int, json_out: str | None, hardware: 
         if not w["ok"][i]:
             skipped += 1
             continue
-        lo, hi = w["site_offsets"][i], w["site_offsets"][i + 1]
-        arrays = (w["spacegroup"][i], w["lattice"][i], w["site_element"][lo:hi], w["site_letter"][lo:hi],
-                  w["site_xyz"][lo:hi], w["site_oxidation"][lo:hi])
+        arrays = wyckoff_arrays(w, i)
         try:
             t0 = time.process_time()
             encode_variants(*arrays)

@@ -65,6 +65,13 @@ class EncodedCorpus:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @classmethod
+    def concat(cls, parts: list["EncodedCorpus"]) -> "EncodedCorpus":
+        """The parts one after the other (e.g. encoded by several workers)."""
+        forms = None if any(p.forms is None for p in parts) else [f for p in parts for f in p.forms]
+        return cls([m for p in parts for m in p.ids], [s for p in parts for s in p.sequences],
+                   sum(p.skipped for p in parts), forms)
+
     def subset(self, mask: np.ndarray) -> "EncodedCorpus":
         keep = np.flatnonzero(mask)
         forms = None if self.forms is None else [self.forms[i] for i in keep]
@@ -120,8 +127,18 @@ def equivalent_encodings(material_id: str, arrays: tuple, max_forms: int) -> lis
     return [encode(form, oxidation, "csp", keep_site_order=True) for form in forms[1:]]
 
 
-def encode_corpus(corpus, max_length: int = 512, progress: bool = True, max_forms: int = 1) -> EncodedCorpus:
-    """Encode every structure of a ``crystalgen.data.corpus.Corpus`` whose Wyckoff form is ok.
+def wyckoff_arrays(wyckoff: dict[str, np.ndarray], i: int) -> tuple:
+    """Structure ``i``'s arguments for ``encode_from_arrays`` from a corpus's ``wyckoff`` group."""
+    lo, hi = wyckoff["site_offsets"][i], wyckoff["site_offsets"][i + 1]
+    return (wyckoff["spacegroup"][i], wyckoff["lattice"][i], wyckoff["site_element"][lo:hi],
+            wyckoff["site_letter"][lo:hi], wyckoff["site_xyz"][lo:hi], wyckoff["site_oxidation"][lo:hi])
+
+
+def encode_corpus(
+    corpus, max_length: int = 512, progress: bool = True, max_forms: int = 1, rows=None
+) -> EncodedCorpus:
+    """Encode every structure of a ``crystalgen.data.corpus.Corpus`` whose Wyckoff form is ok
+    (or those of ``rows``, indices into the corpus, e.g. one worker's share).
 
     Structures the vocabulary cannot express (too many formula units, ...) or longer than
     ``max_length`` are skipped and counted. ``max_forms`` > 1 also encodes up to that many
@@ -130,13 +147,12 @@ def encode_corpus(corpus, max_length: int = 512, progress: bool = True, max_form
     w = corpus.wyckoff
     ids, sequences, skipped = [], [], 0
     forms: list[list[EncodedCrystal]] | None = [] if max_forms > 1 else None
-    for i in tqdm(range(len(corpus)), desc="encoding", disable=not progress, mininterval=2.0):
+    rows = range(len(corpus)) if rows is None else rows
+    for i in tqdm(rows, desc="encoding", disable=not progress, mininterval=2.0):
         if not w["ok"][i]:
             skipped += 1
             continue
-        lo, hi = w["site_offsets"][i], w["site_offsets"][i + 1]
-        arrays = (w["spacegroup"][i], w["lattice"][i], w["site_element"][lo:hi], w["site_letter"][lo:hi],
-                  w["site_xyz"][lo:hi], w["site_oxidation"][lo:hi])
+        arrays = wyckoff_arrays(w, i)
         try:
             encoded = encode_variants(*arrays)
             extra = equivalent_encodings(str(corpus.ids[i]), arrays, max_forms) if forms is not None else []
@@ -204,28 +220,52 @@ class EpochBatches:
 
     def __init__(self, data: EncodedCorpus, config: DataConfig, seed: int, rank: int = 0, world: int = 1) -> None:
         self.data, self.config, self.seed, self.rank, self.world = data, config, seed, rank, world
+        self.lengths = np.array([[len(seq[v]) for v in VARIANTS] for seq in data.sequences], np.int64)
+        self.form_counts = None if data.forms is None else np.array([len(f) for f in data.forms], np.int64)
+
+    def draw(self, epoch: int) -> "EpochDraw":
+        return draw_epoch(self.lengths, self.form_counts, self.config, self.seed, epoch, self.rank, self.world)
 
     def plan(self, epoch: int) -> list[list[EncodedCrystal]]:
-        rng = np.random.default_rng([self.seed, epoch])
-        n, cfg = len(self.data), self.config
-        gen = rng.random(n) < cfg.gen_fraction
-        nofu = rng.random(n) < cfg.drop_fu_fraction
-        named = rng.random(n) < cfg.spacegroup_fraction
-        names = [
-            ("gen" if g else "csp_nofu" if f else "csp") + ("_sg" if s else "")
-            for g, f, s in zip(gen, nofu, named)
-        ]
-        chosen = [seq[name] for seq, name in zip(self.data.sequences, names)]
-        if cfg.augment and self.data.forms is not None:
-            draw = np.random.default_rng([self.seed, epoch, 1]).random(n)
-            for i, (extra, name) in enumerate(zip(self.data.forms, names)):
-                k = int(draw[i] * (len(extra) + 1))
-                if k:
-                    chosen[i] = form_variant(extra[k - 1], name)
-        lengths = np.array([len(s) for s in chosen])
-        batches = bucketed_batches(lengths, self.config.batch_size, self.config.bucket_batches, rng)
-        usable = len(batches) // self.world * self.world  # every rank takes the same number of steps
-        return [[chosen[i] for i in b] for b in batches[self.rank : usable : self.world]]
+        d = self.draw(epoch)
+
+        def pick(i: int) -> EncodedCrystal:
+            name, k = VARIANTS[d.variant[i]], int(d.form[i])
+            return self.data.sequences[i][name] if k == 0 else form_variant(self.data.forms[i][k - 1], name)
+
+        return [[pick(i) for i in b] for b in d.batches]
+
+
+@dataclass
+class EpochDraw:
+    """One epoch's choices: per structure its prefix variant (index into :data:`VARIANTS`)
+    and form (0 the canonical one, k > 0 ``forms[k - 1]``), and this rank's batches."""
+
+    variant: np.ndarray
+    form: np.ndarray
+    batches: list[np.ndarray]
+
+
+def draw_epoch(
+    lengths: np.ndarray, form_counts: np.ndarray | None, config: DataConfig, seed: int, epoch: int,
+    rank: int = 0, world: int = 1,
+) -> EpochDraw:
+    """The draw behind :class:`EpochBatches` from sequence lengths ``(n, len(VARIANTS))``
+    and the number of extra forms per structure alone (a form is as long as the canonical one),
+    so a trainer that keeps the sequences elsewhere (on a GPU) batches exactly the same way."""
+    rng = np.random.default_rng([seed, epoch])
+    n = len(lengths)
+    gen = rng.random(n) < config.gen_fraction
+    nofu = rng.random(n) < config.drop_fu_fraction
+    named = rng.random(n) < config.spacegroup_fraction
+    variant = np.where(gen, VARIANTS.index("gen"), np.where(nofu, VARIANTS.index("csp_nofu"), 0)) + 3 * named
+    form = np.zeros(n, np.int64)
+    if config.augment and form_counts is not None:
+        form = (np.random.default_rng([seed, epoch, 1]).random(n) * (form_counts + 1)).astype(np.int64)
+    chosen = lengths.reshape(n, len(VARIANTS))[np.arange(n), variant]
+    batches = bucketed_batches(chosen, config.batch_size, config.bucket_batches, rng)
+    usable = len(batches) // world * world  # every rank takes the same number of steps
+    return EpochDraw(variant, form, batches[rank:usable:world])
 
 
 def validation_batches(data: EncodedCorpus, batch_size: int, rank: int = 0, world: int = 1) -> list[list[EncodedCrystal]]:
