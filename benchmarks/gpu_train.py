@@ -9,9 +9,12 @@
 2. Each epoch is drawn exactly as ``crystalgen train`` draws it (``dataset.draw_epoch``):
    the rows of the whole epoch go to the device in one copy, and a step gathers its batch
    there (no host-side collation, no per-step copy).
-3. Steps: bf16 autocast, ``torch.compile`` of the model (eager if compiling fails), fused
-   AdamW, gradient clipping without a host sync. The host waits for the device only every
-   ``log_every`` steps, to log losses and tokens/s.
+3. Steps: bf16 autocast, fused AdamW, gradient clipping without a host sync. The host waits
+   for the device only every ``log_every`` steps, to log losses and tokens/s. ``--compile``
+   wraps the model in ``torch.compile`` (eager again if compiling fails) and pads batches to a
+   multiple of 64 positions, so that at most ``max_length / 64`` shapes are compiled (the Gated
+   DeltaNet's loop over 64-token chunks makes every length its own graph); it is off by default
+   because one run has minutes, and compiling several shapes of fwd + bwd can take them.
 4. Writes to OUT: ``model/`` (``save_pretrained``: bf16 shards of at most 15 MiB, the MTP
    module left out unless ``--keep-mtp``), ``training.json`` (settings, timings, validation
    NLL per head) and ``throughput.jsonl`` (one line per log point).
@@ -145,7 +148,8 @@ def _sync(device: torch.device) -> None:
 @click.option("--deadline-minutes", type=float, default=8.5, show_default=True,
               help="stop training so that everything, encoding and saving included, ends by then")
 @click.option("--workers", type=int, default=os.cpu_count() or 1, show_default=True, help="encoding processes")
-@click.option("--compile/--no-compile", "use_compile", default=True, show_default=True)
+@click.option("--compile/--no-compile", "use_compile", default=False, show_default=True,
+              help="torch.compile the model (batches padded to multiples of 64)")
 @click.option("--keep-mtp", is_flag=True, help="save the MTP module too (default: inference weights)")
 def main(config_path, data, out, overrides, device, train_minutes, deadline_minutes, workers, use_compile,
          keep_mtp) -> None:
@@ -153,15 +157,15 @@ def main(config_path, data, out, overrides, device, train_minutes, deadline_minu
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     config = load_config(config_path, list(overrides))
+    forms = config.data.augment_max_variants if config.data.augment else 1
+    packed = encode_packed(data, config.data.max_length, forms, workers)  # forks before CUDA is touched
+    encode_s = time.perf_counter() - start
     ctx = distributed.setup(device)
     dev = ctx.device
     if dev.type == "cpu":
         torch.set_num_threads(config.num_threads)
     else:
         torch.backends.cuda.matmul.allow_tf32 = True
-    forms = config.data.augment_max_variants if config.data.augment else 1
-    packed = encode_packed(data, config.data.max_length, forms, workers)
-    encode_s = time.perf_counter() - start
     held = np.array([is_validation(m, config.data.val_fraction, config.seed) for m in packed.ids], bool)
     train_idx, val_idx = np.flatnonzero(~held), np.flatnonzero(held)
     store = DeviceRows(packed, dev)
@@ -192,13 +196,14 @@ def main(config_path, data, out, overrides, device, train_minutes, deadline_minu
     window_start, first_step_s = train_start, None
     deadline = start + 60.0 * deadline_minutes
     stop = False
+    multiple = 64 if use_compile else 16
     while not stop:
         draw = draw_epoch(packed.lengths[train_idx], packed.form_counts[train_idx], config.data, config.seed, epoch)
         rows = [packed.row_base[train_idx[b]] + len(VARIANTS) * draw.form[b] + draw.variant[b] for b in draw.batches]
         on_device = _upload(np.concatenate(rows), dev)
         offset = 0
         for r in rows:
-            length = store.padded_length(r)
+            length = store.padded_length(r, multiple)
             batch = store.batch(on_device[offset : offset + len(r)], length)
             offset += len(r)
             progress = (time.perf_counter() - train_start) / (60.0 * train_minutes)
