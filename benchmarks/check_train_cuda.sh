@@ -12,11 +12,8 @@ DATA=$(realpath "$1")
 RES=$2
 mkdir -p "$RES"
 RES=$(realpath "$RES")
-STAGE=$(mktemp -d)
-mkdir -p "$STAGE/crystalgen"
-cp -r crystalgen/. "$STAGE/crystalgen/"
-for d in backbone heads validators data; do cp -r "$d" "$STAGE/crystalgen/$d"; done
-export PYTHONPATH=$STAGE
+PYTHONPATH=$(bash benchmarks/stage_package.sh)
+export PYTHONPATH
 python3 -c "import importlib.util, torch; print('torch', torch.__version__, torch.cuda.get_device_name(0), 'pymatgen present:', importlib.util.find_spec('pymatgen') is not None)"
 if [ -z "${SKIP_BENCH:-}" ]; then
     python3 benchmarks/bench_train.py --data "$DATA" --config examples/train_tiny.toml --device cuda --steps 40 | tee "$RES/bench_tiny.json"

@@ -1,6 +1,6 @@
 """A digest of exactly what the shipped model samples for fixed seeds.
 
-    python benchmarks/sampling_fingerprint.py [--n 64] [--workers 0 2] [--json docs/results/sampling_fingerprint.json]
+    python benchmarks/sampling_fingerprint.py [--n 64] [--workers 0 2] [--model DIR] [--json docs/results/sampling_fingerprint.json]
 
 Samples a few requests (formulas, a chemical system, ``predict_structures``) with
 ``workers=0`` and ``workers=2`` and hashes each crystal's lattice, species, fractional
@@ -45,11 +45,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--workers", type=int, nargs="*", default=[0, 2], help="worker counts to run")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--model", default=None, help="a saved model directory (default: the shipped model)")
     args = ap.parse_args()
     out: dict[str, str] = {}
     structures: dict[str, str] = {}
     for workers in args.workers:
-        gen = CrystalGenerator.from_pretrained(workers=workers, strategy="model")
+        gen = CrystalGenerator.from_pretrained(args.model, workers=workers, strategy="model")
         runs = {}
         for formula in ("NaCl", "SrTiO3", "LiFePO4"):
             runs[formula] = gen.sample(n=args.n, formula=formula, seed=7, batch_size=32)
@@ -66,7 +67,7 @@ def main() -> None:
             structures[f"w{workers}/{name}"] = digest(results, reports=False)
         print(json.dumps({k: v for k, v in out.items() if k.startswith(f"w{workers}/")}, indent=1), flush=True)
     summary = {"hardware": f"{platform.processor() or platform.machine()}, torch {torch.__version__}",
-               "n": args.n, "digests": out, "structure_digests": structures}
+               "n": args.n, "model": args.model or "shipped", "digests": out, "structure_digests": structures}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=2)

@@ -196,15 +196,28 @@ class CrystalModel(nn.Module):
 
     # --- files ---------------------------------------------------------------------------
     def save_pretrained(
-        self, directory: str | Path, dtype: torch.dtype = torch.float32, max_shard_bytes: int = MAX_SHARD_BYTES
+        self,
+        directory: str | Path,
+        dtype: torch.dtype = torch.float32,
+        max_shard_bytes: int = MAX_SHARD_BYTES,
+        drop_mtp: bool = False,
     ) -> Path:
         """Write the weights (``model.safetensors``, or shards plus an index past
         ``max_shard_bytes``; floats as ``dtype``) and ``config.json``, which records the
-        stored dtype as ``torch_dtype``. No pickles anywhere."""
+        stored dtype as ``torch_dtype``. No pickles anywhere.
+
+        ``drop_mtp`` writes inference weights: sampling never runs the MTP module (it is a
+        training signal only), so its ``mtp.*`` tensors are left out and the config says
+        ``"mtp": false``; the model loads strictly and samples exactly as before."""
         directory = Path(directory)
-        save_weights(self.state_dict(), directory, dtype=dtype, max_shard_bytes=max_shard_bytes)
+        state = self.state_dict()
+        config = self.config.to_dict()
+        if drop_mtp:
+            state = {k: v for k, v in state.items() if not k.startswith("mtp.")}
+            config["mtp"] = False
+        save_weights(state, directory, dtype=dtype, max_shard_bytes=max_shard_bytes)
         meta = {"model_type": "crystalgen", "vocab_size": VOCAB_SIZE, "torch_dtype": str(dtype).removeprefix("torch."),
-                **self.config.to_dict()}
+                **config}
         (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         return directory
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from training_data import fixture_sequences, one_thread
@@ -155,3 +156,30 @@ def test_fope_coefficients_travel_with_the_weights(tmp_path, sequences):
     save_file(weights, str(tmp_path / "model.safetensors"))
     with pytest.raises(RuntimeError, match="backbone.rotary_emb.cos_coef"):
         CrystalModel.from_pretrained(tmp_path)
+
+
+def test_inference_weights_without_mtp_load_strictly_and_sample_identically(tmp_path):
+    """The shipped model saved with ``drop_mtp``: no ``mtp.*`` tensor, ``"mtp": false``,
+    strict loading, the same weights otherwise, and bitwise the same sampled sequences."""
+    from crystalgen.api import CrystalGenerator
+    from crystalgen.generation.decoder import generate_batch
+    from crystalgen.representation.sequence import Conditioning, encode_prefix
+
+    full = CrystalGenerator.from_pretrained(workers=0).model
+    assert full.mtp is not None
+    full.save_pretrained(tmp_path, drop_mtp=True)
+    meta = json.loads((tmp_path / "config.json").read_text())
+    assert meta["mtp"] is False
+    stripped = CrystalModel.from_pretrained(tmp_path)  # load_state_dict is strict
+    assert stripped.mtp is None
+    kept = {k: v for k, v in full.state_dict().items() if not k.startswith("mtp.")}
+    assert kept.keys() == stripped.state_dict().keys() and len(kept) < len(full.state_dict())
+    assert all(torch.equal(v, stripped.state_dict()[k]) for k, v in kept.items())
+    prefixes = [encode_prefix(Conditioning({"Na": 1, "Cl": 1}, 1)), encode_prefix(Conditioning({"Sr": 1, "Ti": 1, "O": 3}, 1)),
+                encode_prefix(Conditioning(), "gen")]
+    a = generate_batch(full, prefixes, temperature=1.0, generator=torch.Generator().manual_seed(3))
+    b = generate_batch(stripped, prefixes, temperature=1.0, generator=torch.Generator().manual_seed(3))
+    assert all(x is not None for x in a)
+    for x, y in zip(a, b):
+        assert np.array_equal(x.tokens, y.tokens) and np.array_equal(x.values, y.values)
+        assert x.log_likelihood == y.log_likelihood

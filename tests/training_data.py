@@ -40,3 +40,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@lru_cache(maxsize=1)
+def fixture_sequences_augmented():
+    """`EncodedCorpus` of the fixture corpus with up to 8 equivalent forms per structure."""
+    from crystalgen.data.corpus import read_corpus
+    from crystalgen.training.dataset import encode_corpus
+
+    return encode_corpus(read_corpus(fixture_corpus_path()), progress=False, max_forms=8)

@@ -189,9 +189,14 @@ def encode(
     oxidation: dict[str, int] | None = None,
     task: str = "csp",
     condition: Conditioning | None = None,
+    keep_site_order: bool = False,
 ) -> EncodedCrystal:
-    """Sequence arrays of `crystal`; `oxidation` per element (missing -> 0)."""
-    crystal = crystal.canonical()
+    """Sequence arrays of `crystal`; `oxidation` per element (missing -> 0).
+
+    Sites are written in canonical order, or with ``keep_site_order`` in the given order
+    where the grammar leaves it free (orbits of one element on one Wyckoff letter).
+    """
+    crystal = crystal.plan_ordered() if keep_site_order else crystal.canonical()
     table = SPACE_GROUPS[crystal.spacegroup]
     counts = _ordered_counts(crystal)
     z = crystal.formula_units()
@@ -267,6 +272,15 @@ def encode_from_arrays(
     condition: Conditioning | None = None,
 ) -> EncodedCrystal:
     """`encode` from corpus arrays (atomic numbers, letters as str/bytes/index into LETTERS)."""
+    crystal, oxidation = crystal_from_arrays(spacegroup, lattice, site_element, site_letter, site_xyz, site_oxidation)
+    return encode(crystal, oxidation, task, condition)
+
+
+def crystal_from_arrays(
+    spacegroup: int, lattice, site_element, site_letter, site_xyz, site_oxidation=None
+) -> tuple[WyckoffCrystal, dict[str, int] | None]:
+    """The `WyckoffCrystal` of corpus arrays and the plan's oxidation state per element
+    (each element's most common site oxidation state; None without them)."""
     sg = int(spacegroup)
     table = SPACE_GROUPS[sg]
     sites = []
@@ -281,8 +295,30 @@ def encode_from_arrays(
         for s, q in zip(sites, site_oxidation):
             per_el.setdefault(s.element, Counter())[int(round(float(q)))] += s.multiplicity
         oxidation = {el: c.most_common(1)[0][0] for el, c in per_el.items()}
-    crystal = WyckoffCrystal(sg, tuple(float(v) for v in lattice), sites)
-    return encode(crystal, oxidation, task, condition)
+    return WyckoffCrystal(sg, tuple(float(v) for v in lattice), sites), oxidation
+
+
+def with_prefix(encoded: EncodedCrystal, condition: Conditioning, task: str = "csp") -> EncodedCrystal:
+    """The same crystal's sequence under another prefix: what `encode` writes with this
+    ``condition`` and ``task``, without re-encoding (the body is copied, the plan's loss mask
+    follows what the new prefix states). The condition must describe the encoded crystal."""
+    start = int(np.flatnonzero(encoded.tokens == V.PLAN)[0]) + 1
+    end = int(np.flatnonzero(encoded.tokens == V.END_PLAN)[0])
+    prefix = encode_prefix(condition, task)
+    loss = encoded.loss_mask[start:].copy()
+    plan = encoded.tokens[start:end]
+    loss[0:2] = condition.spacegroup is None  # <cs>, <sg>
+    loss[2] = not condition.formula_units  # <Z>
+    is_element = (plan >= V.EL0) & (plan < V.EL0 + len(V.ELEMENTS))
+    loss[: end - start][is_element] = not condition.composition
+    n = len(prefix)
+    return EncodedCrystal(
+        np.concatenate([prefix, encoded.tokens[start:]]),
+        np.concatenate([np.zeros(n, np.float32), encoded.values[start:]]),
+        np.concatenate([np.zeros(n, np.int8), encoded.value_kind[start:]]),
+        np.concatenate([np.zeros(n, bool), encoded.free[start:]]),
+        np.concatenate([np.zeros(n, bool), loss]),
+    )
 
 
 # ---- decoding

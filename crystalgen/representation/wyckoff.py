@@ -72,6 +72,13 @@ class WyckoffCrystal:
         )
         return WyckoffCrystal(self.spacegroup, tuple(self.lattice), sites)
 
+    def plan_ordered(self) -> "WyckoffCrystal":
+        """Same crystal with sites in the order the grammar imposes (element, then letter);
+        orbits of one element on one letter keep their given order, which the grammar leaves free."""
+        table = SPACE_GROUPS[self.spacegroup]
+        sites = sorted(self.sites, key=lambda s: (element_order_key(s.element), table.index(s.letter)))
+        return WyckoffCrystal(self.spacegroup, tuple(self.lattice), sites)
+
     def to_arrays(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(lattice matrix [3,3] rows, fractional coords [n,3], species) of the conventional cell."""
         table = SPACE_GROUPS[self.spacegroup]
@@ -102,7 +109,7 @@ class WyckoffCrystal:
         raise WyckoffError("; ".join(errors))
 
 
-def _representative(table, w: int, pos: np.ndarray) -> np.ndarray:
+def representative(table, w: int, pos: np.ndarray) -> np.ndarray:
     """Move `pos` (a point of orbit w) to the representative form of WP w."""
     for op in table.general_ops:
         q = np.mod(op[:, :3] @ pos + op[:, 3], 1.0)
@@ -126,7 +133,7 @@ def _from_structure(structure, tol: float) -> WyckoffCrystal:
     sites = []
     for site in xtal.atom_sites:
         w = table.index(site.wp.letter)
-        xyz = _representative(table, w, np.asarray(site.position, np.float64))
+        xyz = representative(table, w, np.asarray(site.position, np.float64))
         sites.append(WyckoffSite(str(site.specie), table.letters[w], int(table.multiplicity[w]), tuple(map(float, xyz))))
     crystal = WyckoffCrystal(sg, tuple(float(v) for v in xtal.lattice.get_para(degree=True)), sites).canonical()
     # The conventional cell must hold a whole number of the structure's formula.

@@ -29,6 +29,8 @@ class DataConfig:
     batch_size: int = 32
     bucket_batches: int = 50  # batches sorted by length together, to cut padding
     max_length: int = 512  # longer sequences are skipped
+    augment: bool = False  # each epoch draws one equivalent Wyckoff form per structure
+    augment_max_variants: int = 8  # forms encoded per structure (the canonical one included)
 
 
 @dataclass

@@ -9,6 +9,11 @@ by a seeded hash of the material id, so it never changes with the corpus order. 
 epoch draws, per structure, which task it is trained as, then groups sequences of similar
 length into batches (length bucketing), all from ``(seed, epoch)`` alone: a resumed or a
 distributed run sees exactly the same batches.
+
+Augmentation (``data.augment``): each structure is also encoded in up to
+``augment_max_variants`` equivalent Wyckoff forms (``representation.equivalent``: another
+normaliser setting, representative point per orbit, order of tied orbits), once, when the
+corpus is encoded; each epoch then draws one form per structure, from ``(seed, epoch)``.
 """
 
 from __future__ import annotations
@@ -22,33 +27,55 @@ import torch
 from crystalgen.progress import progress_bar
 
 from crystalgen.representation import vocab as V
-from crystalgen.representation.sequence import Conditioning, EncodedCrystal, EncodeError, encode_from_arrays
+from crystalgen.representation.equivalent import EquivalentForms
+from crystalgen.representation.sequence import (
+    Conditioning,
+    EncodedCrystal,
+    EncodeError,
+    crystal_from_arrays,
+    encode,
+    encode_from_arrays,
+    with_prefix,
+)
 from crystalgen.training.config import DataConfig
 
 log = logging.getLogger(__name__)
 VARIANTS = ("csp", "csp_nofu", "gen", "csp_sg", "csp_nofu_sg", "gen_sg")
 
 
+def _id_hash(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
 def is_validation(material_id: str, fraction: float, seed: int) -> bool:
     """Whether ``material_id`` is held out: a seeded hash mapped to [0, 1) below ``fraction``."""
-    digest = hashlib.sha256(f"{seed}:{material_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") / 2**64 < fraction
+    return _id_hash(f"{seed}:{material_id}") / 2**64 < fraction
 
 
 @dataclass
 class EncodedCorpus:
-    """Encodings of the usable structures: ``sequences[i][variant]`` for material ``ids[i]``."""
+    """Encodings of the usable structures: ``sequences[i][variant]`` for material ``ids[i]``;
+    with augmentation, ``forms[i]`` holds the ``csp`` encodings of its other equivalent forms."""
 
     ids: list[str]
     sequences: list[dict[str, EncodedCrystal]]
     skipped: int = 0
+    forms: list[list[EncodedCrystal]] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    @classmethod
+    def concat(cls, parts: list["EncodedCorpus"]) -> "EncodedCorpus":
+        """The parts one after the other (e.g. encoded by several workers)."""
+        forms = None if any(p.forms is None for p in parts) else [f for p in parts for f in p.forms]
+        return cls([m for p in parts for m in p.ids], [s for p in parts for s in p.sequences],
+                   sum(p.skipped for p in parts), forms)
+
     def subset(self, mask: np.ndarray) -> "EncodedCorpus":
         keep = np.flatnonzero(mask)
-        return EncodedCorpus([self.ids[i] for i in keep], [self.sequences[i] for i in keep])
+        forms = None if self.forms is None else [self.forms[i] for i in keep]
+        return EncodedCorpus([self.ids[i] for i in keep], [self.sequences[i] for i in keep], forms=forms)
 
 
 def prefix_condition(tokens: np.ndarray) -> Conditioning:
@@ -65,43 +92,70 @@ def prefix_condition(tokens: np.ndarray) -> Conditioning:
     return Conditioning(composition or None, fu, sg)
 
 
+def variant_prefix(name: str, full: Conditioning, spacegroup: int) -> tuple[str, Conditioning]:
+    """(task, conditioning) of prefix variant ``name`` for a structure whose ``csp`` prefix states ``full``."""
+    sg = int(spacegroup) if name.endswith("_sg") else None
+    if name.startswith("gen"):
+        return "gen", Conditioning(spacegroup=sg)
+    return "csp", Conditioning(full.composition, None if "nofu" in name else full.formula_units, sg)
+
+
 def encode_variants(spacegroup, lattice, elements, letters, xyz, oxidation) -> dict[str, EncodedCrystal]:
     """One structure's encodings for every prefix variant (:data:`VARIANTS`)."""
     args = (spacegroup, lattice, elements, letters, xyz, oxidation)
     csp = encode_from_arrays(*args, task="csp")
     full = prefix_condition(csp.tokens)
-    sg = int(spacegroup)
-    conditions = {
-        "csp_nofu": ("csp", Conditioning(full.composition)),
-        "gen": ("gen", Conditioning()),
-        "csp_sg": ("csp", Conditioning(full.composition, full.formula_units, sg)),
-        "csp_nofu_sg": ("csp", Conditioning(full.composition, None, sg)),
-        "gen_sg": ("gen", Conditioning(spacegroup=sg)),
-    }
     out = {"csp": csp}
-    for name, (task, condition) in conditions.items():
+    for name in VARIANTS[1:]:
+        task, condition = variant_prefix(name, full, spacegroup)
         out[name] = encode_from_arrays(*args, task=task, condition=condition)
     return out
 
 
-def encode_corpus(corpus, max_length: int = 512, progress: bool = True) -> EncodedCorpus:
-    """Encode every structure of a ``crystalgen.data.corpus.Corpus`` whose Wyckoff form is ok.
+def form_variant(csp: EncodedCrystal, name: str) -> EncodedCrystal:
+    """Prefix variant ``name`` of an equivalent form's ``csp`` encoding (:func:`with_prefix`)."""
+    plan = int(np.flatnonzero(csp.tokens == V.PLAN)[0])
+    spacegroup = int(csp.tokens[plan + 2]) - V.SG0 + 1  # <plan> <cs:*> <sg:N>
+    task, condition = variant_prefix(name, prefix_condition(csp.tokens), spacegroup)
+    return with_prefix(csp, condition, task)
+
+
+def equivalent_encodings(material_id: str, arrays: tuple, max_forms: int) -> list[EncodedCrystal]:
+    """``csp`` encodings of up to ``max_forms - 1`` other equivalent forms, drawn from a hash of the id."""
+    crystal, oxidation = crystal_from_arrays(*arrays)
+    forms = EquivalentForms(crystal).sample(max_forms, np.random.default_rng(_id_hash(f"forms:{material_id}")))
+    return [encode(form, oxidation, "csp", keep_site_order=True) for form in forms[1:]]
+
+
+def wyckoff_arrays(wyckoff: dict[str, np.ndarray], i: int) -> tuple:
+    """Structure ``i``'s arguments for ``encode_from_arrays`` from a corpus's ``wyckoff`` group."""
+    lo, hi = wyckoff["site_offsets"][i], wyckoff["site_offsets"][i + 1]
+    return (wyckoff["spacegroup"][i], wyckoff["lattice"][i], wyckoff["site_element"][lo:hi],
+            wyckoff["site_letter"][lo:hi], wyckoff["site_xyz"][lo:hi], wyckoff["site_oxidation"][lo:hi])
+
+
+def encode_corpus(
+    corpus, max_length: int = 512, progress: bool = True, max_forms: int = 1, rows=None
+) -> EncodedCorpus:
+    """Encode every structure of a ``crystalgen.data.corpus.Corpus`` whose Wyckoff form is ok
+    (or those of ``rows``, indices into the corpus, e.g. one worker's share).
 
     Structures the vocabulary cannot express (too many formula units, ...) or longer than
-    ``max_length`` are skipped and counted.
+    ``max_length`` are skipped and counted. ``max_forms`` > 1 also encodes up to that many
+    equivalent forms per structure (augmentation; ``forms``).
     """
     w = corpus.wyckoff
     ids, sequences, skipped = [], [], 0
-    for i in progress_bar(range(len(corpus)), desc="encoding", enabled=progress, mininterval=2.0):
+    forms: list[list[EncodedCrystal]] | None = [] if max_forms > 1 else None
+    rows = range(len(corpus)) if rows is None else rows
+    for i in progress_bar(rows, desc="encoding", enabled=progress, mininterval=2.0):
         if not w["ok"][i]:
             skipped += 1
             continue
-        lo, hi = w["site_offsets"][i], w["site_offsets"][i + 1]
+        arrays = wyckoff_arrays(w, i)
         try:
-            encoded = encode_variants(
-                w["spacegroup"][i], w["lattice"][i], w["site_element"][lo:hi], w["site_letter"][lo:hi],
-                w["site_xyz"][lo:hi], w["site_oxidation"][lo:hi],
-            )
+            encoded = encode_variants(*arrays)
+            extra = equivalent_encodings(str(corpus.ids[i]), arrays, max_forms) if forms is not None else []
         except (EncodeError, ValueError, KeyError) as err:
             log.debug("skipping %s: %s", corpus.ids[i], err)
             skipped += 1
@@ -111,7 +165,9 @@ def encode_corpus(corpus, max_length: int = 512, progress: bool = True) -> Encod
             continue
         ids.append(str(corpus.ids[i]))
         sequences.append(encoded)
-    return EncodedCorpus(ids, sequences, skipped)
+        if forms is not None:
+            forms.append(extra)
+    return EncodedCorpus(ids, sequences, skipped, forms)
 
 
 def split(data: EncodedCorpus, val_fraction: float, seed: int) -> tuple[EncodedCorpus, EncodedCorpus]:
@@ -157,27 +213,59 @@ class EpochBatches:
 
     Each structure is drawn as one prefix variant per epoch: de novo with probability
     ``gen_fraction``, else composition-only with ``drop_fu_fraction``; the space group is
-    named with ``spacegroup_fraction``.
+    named with ``spacegroup_fraction``. With ``augment`` and encoded forms, one of its
+    equivalent forms is drawn uniformly, from a stream of its own, so the variants and
+    batches without augmentation stay what they were.
     """
 
     def __init__(self, data: EncodedCorpus, config: DataConfig, seed: int, rank: int = 0, world: int = 1) -> None:
         self.data, self.config, self.seed, self.rank, self.world = data, config, seed, rank, world
+        self.lengths = np.array([[len(seq[v]) for v in VARIANTS] for seq in data.sequences], np.int64)
+        self.form_counts = None if data.forms is None else np.array([len(f) for f in data.forms], np.int64)
+
+    def draw(self, epoch: int) -> "EpochDraw":
+        return draw_epoch(self.lengths, self.form_counts, self.config, self.seed, epoch, self.rank, self.world)
 
     def plan(self, epoch: int) -> list[list[EncodedCrystal]]:
-        rng = np.random.default_rng([self.seed, epoch])
-        n, cfg = len(self.data), self.config
-        gen = rng.random(n) < cfg.gen_fraction
-        nofu = rng.random(n) < cfg.drop_fu_fraction
-        named = rng.random(n) < cfg.spacegroup_fraction
-        names = [
-            ("gen" if g else "csp_nofu" if f else "csp") + ("_sg" if s else "")
-            for g, f, s in zip(gen, nofu, named)
-        ]
-        chosen = [seq[name] for seq, name in zip(self.data.sequences, names)]
-        lengths = np.array([len(s) for s in chosen])
-        batches = bucketed_batches(lengths, self.config.batch_size, self.config.bucket_batches, rng)
-        usable = len(batches) // self.world * self.world  # every rank takes the same number of steps
-        return [[chosen[i] for i in b] for b in batches[self.rank : usable : self.world]]
+        d = self.draw(epoch)
+
+        def pick(i: int) -> EncodedCrystal:
+            name, k = VARIANTS[d.variant[i]], int(d.form[i])
+            return self.data.sequences[i][name] if k == 0 else form_variant(self.data.forms[i][k - 1], name)
+
+        return [[pick(i) for i in b] for b in d.batches]
+
+
+@dataclass
+class EpochDraw:
+    """One epoch's choices: per structure its prefix variant (index into :data:`VARIANTS`)
+    and form (0 the canonical one, k > 0 ``forms[k - 1]``), and this rank's batches."""
+
+    variant: np.ndarray
+    form: np.ndarray
+    batches: list[np.ndarray]
+
+
+def draw_epoch(
+    lengths: np.ndarray, form_counts: np.ndarray | None, config: DataConfig, seed: int, epoch: int,
+    rank: int = 0, world: int = 1,
+) -> EpochDraw:
+    """The draw behind :class:`EpochBatches` from sequence lengths ``(n, len(VARIANTS))``
+    and the number of extra forms per structure alone (a form is as long as the canonical one),
+    so a trainer that keeps the sequences elsewhere (on a GPU) batches exactly the same way."""
+    rng = np.random.default_rng([seed, epoch])
+    n = len(lengths)
+    gen = rng.random(n) < config.gen_fraction
+    nofu = rng.random(n) < config.drop_fu_fraction
+    named = rng.random(n) < config.spacegroup_fraction
+    variant = np.where(gen, VARIANTS.index("gen"), np.where(nofu, VARIANTS.index("csp_nofu"), 0)) + 3 * named
+    form = np.zeros(n, np.int64)
+    if config.augment and form_counts is not None:
+        form = (np.random.default_rng([seed, epoch, 1]).random(n) * (form_counts + 1)).astype(np.int64)
+    chosen = lengths.reshape(n, len(VARIANTS))[np.arange(n), variant]
+    batches = bucketed_batches(chosen, config.batch_size, config.bucket_batches, rng)
+    usable = len(batches) // world * world  # every rank takes the same number of steps
+    return EpochDraw(variant, form, batches[rank:usable:world])
 
 
 def validation_batches(data: EncodedCorpus, batch_size: int, rank: int = 0, world: int = 1) -> list[list[EncodedCrystal]]:

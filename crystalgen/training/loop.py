@@ -67,15 +67,16 @@ def progress_of(config: TrainConfig, state: TrainState) -> float:
     return max(parts)
 
 
-def make_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
-    """AdamW; weight decay only on matrices (not on norms, biases or the embedding table)."""
+def make_optimizer(model: torch.nn.Module, cfg: OptimConfig, fused: bool = False) -> torch.optim.AdamW:
+    """AdamW; weight decay only on matrices (not on norms, biases or the embedding table).
+    ``fused`` (CUDA): one kernel for the whole update."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         (decay if p.ndim >= 2 and "embed_tokens" not in name else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), **({"fused": True} if fused else {}))
 
 
 def autocast_for(device: torch.device, bf16: bool):
@@ -89,14 +90,15 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 
 
 @torch.no_grad()
-def evaluate(model: CrystalModel, batches, ctx: distributed.DistContext, bf16: bool) -> dict[str, float]:
-    """Mean validation NLL per head over all ranks' batches, and ``total`` (their sum)."""
+def evaluate(model: CrystalModel, batches, ctx: distributed.DistContext, bf16: bool, ready: bool = False) -> dict[str, float]:
+    """Mean validation NLL per head over all ranks' batches, and ``total`` (their sum).
+    Batches are lists of sequences, or with ``ready`` tensor dicts already on the device."""
     was_training = model.training
     model.eval()
     sums = torch.zeros(2 * len(HEAD_NAMES), dtype=torch.float64, device=ctx.device)
     for seqs in batches:
         with autocast_for(ctx.device, bf16):
-            terms = model.nll_sums(to_device(collate(seqs), ctx.device))
+            terms = model.nll_sums(seqs if ready else to_device(collate(seqs), ctx.device))
         for j, name in enumerate(HEAD_NAMES):
             sums[2 * j] += terms[name][0].double()
             sums[2 * j + 1] += terms[name][1]
@@ -180,7 +182,8 @@ def _train(config: TrainConfig, data_path: Path, out: Path, resume: bool, ctx, p
     show = progress and ctx.is_main
     emit = _Logger(out, ctx.is_main)
 
-    encoded = encode_corpus(read_corpus(data_path), config.data.max_length, progress=show)
+    forms = config.data.augment_max_variants if config.data.augment else 1
+    encoded = encode_corpus(read_corpus(data_path), config.data.max_length, progress=show, max_forms=forms)
     train_set, val_set = split(encoded, config.data.val_fraction, config.seed)
     if not len(train_set):
         raise ValueError(f"{data_path}: no usable training structures")
