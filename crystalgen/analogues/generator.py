@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from crystalgen.analogues.candidates import Candidate, NoAnalogueError, build_structure, find_candidates
 from crystalgen.analogues.energy import EnergyRanker
 from crystalgen.analogues.index import AnalogueIndex, load_index
+from crystalgen.analogues.relax import Relaxer, as_relaxer, relax_results
 from crystalgen.analogues.volume import VolumeRule
 from crystalgen.data.reference import REFERENCE_POOL
 from crystalgen.results import GenerationResult
@@ -79,9 +80,15 @@ class AnalogueGenerator:
         return found
 
     def predict_structure(self, composition: Composition | str, n: int = 1, seed: int | None = None,
-                          validate: bool = True) -> list[GenerationResult]:
-        """The top `n` distinct analogue structures for an exact cell composition."""
+                          validate: bool = True, relax: bool | Relaxer | object = False) -> list[GenerationResult]:
+        """The top `n` distinct analogue structures for an exact cell composition. relax: True
+        relaxes the top candidates with CHGNet and re-ranks them by energy (`relax.py`); a
+        Relaxer or an ASE calculator relaxes with that."""
         composition = Composition(composition)
+        relaxer = as_relaxer(relax)
+        if relaxer is not None:
+            found = self.predict_structure(composition, n=max(n, relaxer.config.top), validate=validate)
+            return relax_results(found, relaxer, composition.formula)[:n]
         found = self.candidates(composition)
         pool = found[: n + self.config.extra_candidates if n > 1 or self._energy is not None else 1]
         built = [(c, build_structure(self.index, c, self.volume_rule)) for c in pool]
@@ -96,12 +103,13 @@ class AnalogueGenerator:
                 for rank, (c, s) in enumerate(chosen)]
 
     def predict_structures(self, compositions: Sequence[Composition | str], n: int = 1, seed: int | None = None,
-                           validate: bool = True) -> list[list[GenerationResult]]:
+                           validate: bool = True, relax: bool | Relaxer | object = False) -> list[list[GenerationResult]]:
         """`predict_structure` for many compositions; [] where one has no analogue."""
         out = []
+        relaxer = as_relaxer(relax)
         for comp in tqdm(compositions, desc="analogues", disable=not sys.stderr.isatty(), leave=False):
             try:
-                out.append(self.predict_structure(comp, n=n, seed=seed, validate=validate))
+                out.append(self.predict_structure(comp, n=n, seed=seed, validate=validate, relax=relaxer or False))
             except (NoAnalogueError, ValueError):
                 out.append([])
         return out

@@ -11,6 +11,8 @@ scores analogue-guided prediction (`crystalgen.analogues`) instead of the model,
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 CSP_COLUMNS = ["match_rate", "rmse", "n_test", "n_samples", "validity", "pass_rate", "seconds_generate", "seconds_score"]
@@ -90,9 +92,13 @@ def command() -> None:
                    "(default: the shipped reference pool). Test crystals are removed from it first.")
 @click.option("--energy-top", type=click.IntRange(0), default=0, show_default=True,
               help="Analogue strategy: re-rank this many top candidates by CHGNet energy (0 = off).")
+@click.option("--relax", is_flag=True,
+              help="Add a row with the main generator's top --relax-top candidates relaxed by CHGNet and re-ranked "
+                   "by energy, beside the unrelaxed row.")
+@click.option("--relax-top", type=click.IntRange(1), default=3, show_default=True, help="Candidates --relax relaxes.")
 @_common
-def csp(test_path, n_samples, limit, strategy, reference, energy_top, model, baseline, compare, seed, min_distance,
-        workers, json_out, png_out, overwrite) -> None:
+def csp(test_path, n_samples, limit, strategy, reference, energy_top, relax, relax_top, model, baseline, compare, seed,
+        min_distance, workers, json_out, png_out, overwrite) -> None:
     """Crystal structure prediction: match rate and RMSE (CDVAE / DiffCSP protocol)."""
     _check_outputs(overwrite, json_out, png_out)
     from crystalgen.analogues.generator import AnalogueConfig, AnalogueGenerator
@@ -120,6 +126,18 @@ def csp(test_path, n_samples, limit, strategy, reference, energy_top, model, bas
         generators = model_rows[:1] + generators + model_rows[1:]
     elif compare:
         generators += _generators(model, "pyxtal", False, test.structures)
+    relax_settings = None
+    if relax:
+        from crystalgen.analogues.relax import RelaxConfig, Relaxer
+        from crystalgen.evaluation.relaxed import RelaxedGenerator
+
+        try:
+            relaxer = Relaxer(config=RelaxConfig(top=relax_top))
+        except ImportError as err:
+            raise click.ClickException(f"--relax: {err}") from None
+        name, main = generators[0]
+        generators.insert(0, (f"{name}+relax", RelaxedGenerator(main, relaxer, seed=seed)))
+        relax_settings = {"calculator": type(relaxer.calculator).__name__, **dataclasses.asdict(relaxer.config)}
     rows, densities = {}, {}
     for name, generator in generators:
         run = evaluate_csp(generator, test.structures, config)
@@ -129,6 +147,7 @@ def csp(test_path, n_samples, limit, strategy, reference, energy_top, model, bas
     settings["n_unparsable"] = test.n_unparsable
     settings["min_distance"] = min_distance
     settings["strategy"] = strategy
+    settings["relax"] = relax_settings
     if analogue_settings is not None:
         settings["analogues"] = analogue_settings
     report = build_report(settings, rows, primary=next(iter(rows)))
