@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from crystalgen.analogues.candidates import Candidate, NoAnalogueError, build_structure, find_candidates
 from crystalgen.analogues.energy import EnergyRanker
 from crystalgen.analogues.index import AnalogueIndex, load_index
+from crystalgen.analogues.prefilter import MendeleevPrefilter
 from crystalgen.analogues.relax import Relaxer, as_relaxer, relax_results
 from crystalgen.analogues.volume import VolumeRule
 from crystalgen.data.reference import REFERENCE_POOL
@@ -38,12 +39,14 @@ class AnalogueConfig:
     deduplication; energy_top: re-rank this many top candidates by CHGNet energy (0: off);
     energy_weight: nats per eV/atom in the combined score (see energy.py); exact_cell: the
     composition is the cell's (the CSP task); False accepts analogues of any Z (a user's
-    reduced formula)."""
+    reduced formula); prefilter: map only this many Mendeleev-closest entries of the target's
+    anonymous formula (0: all; for corpora where one key holds thousands, see prefilter.py)."""
 
     extra_candidates: int = 10
     energy_top: int = 0
     energy_weight: float = 10.0
     exact_cell: bool = True
+    prefilter: int = 0
 
 
 def _describe(c: Candidate) -> str:
@@ -69,10 +72,11 @@ class AnalogueGenerator:
         self.excluded = excluded or {}
         self._matcher = StructureMatcher()
         self._energy = EnergyRanker(self.config.energy_weight) if self.config.energy_top > 0 else None
+        self._prefilter = MendeleevPrefilter(self.index, self.config.prefilter) if self.config.prefilter > 0 else None
 
     def candidates(self, composition: Composition | str) -> list[Candidate]:
         """Every analogue of `composition`, best first; NoAnalogueError when there is none."""
-        found = find_candidates(self.index, composition, self.config.exact_cell)
+        found = find_candidates(self.index, composition, self.config.exact_cell, self._prefilter)
         if not found:
             raise NoAnalogueError(f"no analogue for {Composition(composition).formula}: the reference corpus "
                                   f"({Path(self.index.origin).name or 'index'}) holds no structure of that "

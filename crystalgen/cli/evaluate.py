@@ -92,12 +92,15 @@ def command() -> None:
                    "(default: the shipped reference pool). Test crystals are removed from it first.")
 @click.option("--energy-top", type=click.IntRange(0), default=0, show_default=True,
               help="Analogue strategy: re-rank this many top candidates by CHGNet energy (0 = off).")
+@click.option("--prefilter", type=click.IntRange(0), default=0, show_default=True,
+              help="Analogue strategy: map only this many Mendeleev-closest corpus entries of the target's anonymous "
+                   "formula (0 = all; for corpora like Perov-5 where one anonymous formula holds thousands).")
 @click.option("--relax", is_flag=True,
               help="Add a row with the main generator's top --relax-top candidates relaxed by CHGNet and re-ranked "
                    "by energy, beside the unrelaxed row.")
 @click.option("--relax-top", type=click.IntRange(1), default=3, show_default=True, help="Candidates --relax relaxes.")
 @_common
-def csp(test_path, n_samples, limit, strategy, reference, energy_top, relax, relax_top, model, baseline, compare, seed,
+def csp(test_path, n_samples, limit, strategy, reference, energy_top, prefilter, relax, relax_top, model, baseline, compare, seed,
         min_distance, workers, json_out, png_out, overwrite) -> None:
     """Crystal structure prediction: match rate and RMSE (CDVAE / DiffCSP protocol)."""
     _check_outputs(overwrite, json_out, png_out)
@@ -112,9 +115,11 @@ def csp(test_path, n_samples, limit, strategy, reference, energy_top, relax, rel
     config = CSPConfig(n_samples=n_samples, seed=seed, workers=workers)
     generators, analogue_settings = [], None
     if strategy in ("analogue", "auto") or baseline == "analogue":
-        plain, analogue_settings = held_out_analogues(reference, test.ids, test.structures, workers=workers)
+        plain, analogue_settings = held_out_analogues(reference, test.ids, test.structures,
+                                                      AnalogueConfig(prefilter=prefilter), workers=workers)
         if strategy == "analogue":
-            main = plain if energy_top == 0 else AnalogueGenerator(plain.index, AnalogueConfig(energy_top=energy_top))
+            main = plain if energy_top == 0 else AnalogueGenerator(
+                plain.index, AnalogueConfig(energy_top=energy_top, prefilter=prefilter))
             generators.append(("analogue" if energy_top == 0 else "analogue+chgnet", main))
             analogue_settings.update(energy_top=energy_top)
         if baseline == "analogue" and (strategy != "analogue" or energy_top > 0):
