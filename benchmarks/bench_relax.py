@@ -8,6 +8,7 @@ and after. Figures (no validity gate; `crystalgen evaluate csp --relax` gives of
 - top1_relaxed: after relaxing the top candidates and re-ranking by energy, the first matches;
 - topk_unrelaxed / topk_relaxed: any of the top candidates matches, before / after relaxing;
 - relax statistics: abandoned relaxes and why, steps, seconds per relax.
+The JSON is rewritten every 5 crystals (`n_done`), so a run cut short still reports its prefix.
 
     nice python benchmarks/bench_relax.py --test /work/runs/eval/pool_mpts52val_300.csv.gz --n 200 --top 3 \
         --json-out docs/results/relax_val200.json
@@ -16,6 +17,7 @@ and after. Figures (no validity gate; `crystalgen evaluate csp --relax` gives of
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections import Counter
@@ -39,6 +41,10 @@ def _fits(matcher: StructureMatcher, truth, structure) -> bool:
         return False
 
 
+def _energy(outcome) -> float:
+    return outcome.energy_after if math.isfinite(outcome.energy_after) else math.inf
+
+
 @click.command()
 @click.option("--test", "test_path", default="../shared/data/benchmark/mpts_52_test.csv.gz", type=click.Path(exists=True))
 @click.option("--reference", default=None, help="Analogue corpus (default: the shipped pool).")
@@ -55,7 +61,26 @@ def main(test_path: str, reference: str | None, n_test: int, top: int, steps: in
     reasons: Counter = Counter()
     relax_seconds, relax_steps, n_relaxed = 0.0, 0, 0
     t0 = time.perf_counter()
-    for truth in test.structures:
+
+    def report(n_done: int) -> dict:
+        n = max(n_done, 1)
+        return {
+            "command": "python " + " ".join(sys.argv),
+            "hardware": "2-core AMD EPYC, shared with other jobs", "date": str(date.today()),
+            "test": test_path, "n_test": len(test.structures), "n_done": n_done, "top": top,
+            "relax": {"calculator": "CHGNet 0.4.2", "steps": steps, "fmax": relaxer.config.fmax},
+            "analogues": settings,
+            "fraction_with_analogue": counts["with_analogue"] / n,
+            "top1_unrelaxed": counts["top1_unrelaxed"] / n, "top1_relaxed": counts["top1_relaxed"] / n,
+            f"top{top}_unrelaxed": counts["topk_unrelaxed"] / n, f"top{top}_relaxed": counts["topk_relaxed"] / n,
+            "rerank_changed_top1": counts["rerank_changed_top1"] / n,
+            "n_relaxes": n_relaxed, "abandoned": dict(reasons), "mean_steps": relax_steps / max(n_relaxed, 1),
+            "seconds_per_relax": relax_seconds / max(n_relaxed, 1), "seconds_total": round(time.perf_counter() - t0, 1),
+        }
+
+    for done, truth in enumerate(test.structures, 1):
+        if json_out and done % 5 == 1:  # figures so far (a seeded prefix of the subset), in case the run is cut short
+            write_json(json_out, report(done - 1))
         try:
             found = generator.predict_structure(truth.composition, n=top, validate=False)
         except (NoAnalogueError, ValueError):
@@ -68,7 +93,7 @@ def main(test_path: str, reference: str | None, n_test: int, top: int, steps: in
             relax_seconds += time.perf_counter() - t
         before = [_fits(matcher, truth, r.structure) for r in found]
         after = [_fits(matcher, truth, o.structure) for o in outcomes]
-        order = sorted(range(len(outcomes)), key=lambda i: (outcomes[i].energy_after, i))
+        order = sorted(range(len(outcomes)), key=lambda i: (_energy(outcomes[i]), i))
         counts["top1_unrelaxed"] += before[0]
         counts["top1_relaxed"] += after[order[0]]
         counts["topk_unrelaxed"] += any(before)
@@ -79,21 +104,7 @@ def main(test_path: str, reference: str | None, n_test: int, top: int, steps: in
             relax_steps += o.steps
             if not o.relaxed:
                 reasons[(o.reason or "").split(" after ")[0].split(" (")[0]] += 1
-    seconds = time.perf_counter() - t0
-    n = len(test.structures)
-    result = {
-        "command": "python " + " ".join(sys.argv),
-        "hardware": "2-core AMD EPYC, shared with other jobs", "date": str(date.today()),
-        "test": test_path, "n_test": n, "top": top, "relax": {"calculator": "CHGNet 0.4.2", "steps": steps,
-                                                               "fmax": relaxer.config.fmax},
-        "analogues": settings,
-        "fraction_with_analogue": counts["with_analogue"] / n,
-        "top1_unrelaxed": counts["top1_unrelaxed"] / n, "top1_relaxed": counts["top1_relaxed"] / n,
-        f"top{top}_unrelaxed": counts["topk_unrelaxed"] / n, f"top{top}_relaxed": counts["topk_relaxed"] / n,
-        "rerank_changed_top1": counts["rerank_changed_top1"] / n,
-        "n_relaxes": n_relaxed, "abandoned": dict(reasons), "mean_steps": relax_steps / max(n_relaxed, 1),
-        "seconds_per_relax": relax_seconds / max(n_relaxed, 1), "seconds_total": round(seconds, 1),
-    }
+    result = report(len(test.structures))
     click.echo(json.dumps(result, indent=2))
     if json_out:
         write_json(json_out, result)

@@ -26,6 +26,7 @@ from crystalgen.analogues.generator import AnalogueConfig, AnalogueGenerator
 from crystalgen.analogues.index import AnalogueIndex
 from crystalgen.analogues.relax import Relaxer, as_relaxer, relax_results
 from crystalgen.data.reference import REFERENCE_POOL
+from crystalgen.distinct import distinct_results
 from crystalgen.generation.options import DEFAULT_BATCH_SIZE, SamplingOptions
 from crystalgen.generation.request import GenerationRequest, RequestError, parse_composition
 from crystalgen.generation.rounds import Rounds
@@ -222,8 +223,9 @@ class CrystalGenerator:
             raise
         opts = self.options(options, temperature=temperature, seed=seed, batch_size=batch_size, validate=validate,
                             progress=progress, min_distance=min_distance)
-        model = self.generate(request, n - len(analogue), options=opts.with_(only_valid=False, max_rounds=3))
-        return analogue + model
+        extra = n - len(analogue) if analogue else 0  # room for model candidates that repeat an analogue
+        model = self.generate(request, n - len(analogue) + extra, options=opts.with_(only_valid=False, max_rounds=3))
+        return distinct_results(analogue + model, n) if analogue else model
 
     def predict_structures(
         self,
@@ -276,7 +278,7 @@ class CrystalGenerator:
         opts = self.options(options, temperature=temperature, seed=seed, batch_size=batch_size, validate=validate,
                             max_rounds=max_rounds, progress=progress, min_distance=min_distance)
         model = self._rounds.generate_many(requests, n, opts)
-        return [(found + more)[:n] for found, more in zip(analogue, model)]
+        return [distinct_results(found + more, n) if found else more[:n] for found, more in zip(analogue, model)]
 
     def generate(
         self,
