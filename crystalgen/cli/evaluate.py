@@ -92,6 +92,8 @@ def command() -> None:
                    "(default: the shipped reference pool). Test crystals are removed from it first.")
 @click.option("--energy-top", type=click.IntRange(0), default=0, show_default=True,
               help="Analogue strategy: re-rank this many top candidates by CHGNet energy (0 = off).")
+@click.option("--energy-weight", type=click.FloatRange(0), default=10.0, show_default=True,
+              help="With --energy-top: nats per eV/atom of CHGNet energy in the combined score (large: energy decides).")
 @click.option("--prefilter", type=click.IntRange(0), default=0, show_default=True,
               help="Analogue strategy: map only this many Mendeleev-closest corpus entries of the target's anonymous "
                    "formula (0 = all; for corpora like Perov-5 where one anonymous formula holds thousands).")
@@ -100,7 +102,7 @@ def command() -> None:
                    "by energy, beside the unrelaxed row.")
 @click.option("--relax-top", type=click.IntRange(1), default=3, show_default=True, help="Candidates --relax relaxes.")
 @_common
-def csp(test_path, n_samples, limit, strategy, reference, energy_top, prefilter, relax, relax_top, model, baseline, compare, seed,
+def csp(test_path, n_samples, limit, strategy, reference, energy_top, energy_weight, prefilter, relax, relax_top, model, baseline, compare, seed,
         min_distance, workers, json_out, png_out, overwrite) -> None:
     """Crystal structure prediction: match rate and RMSE (CDVAE / DiffCSP protocol)."""
     _check_outputs(overwrite, json_out, png_out)
@@ -119,9 +121,9 @@ def csp(test_path, n_samples, limit, strategy, reference, energy_top, prefilter,
                                                       AnalogueConfig(prefilter=prefilter), workers=workers)
         if strategy == "analogue":
             main = plain if energy_top == 0 else AnalogueGenerator(
-                plain.index, AnalogueConfig(energy_top=energy_top, prefilter=prefilter))
+                plain.index, AnalogueConfig(energy_top=energy_top, energy_weight=energy_weight, prefilter=prefilter))
             generators.append(("analogue" if energy_top == 0 else "analogue+chgnet", main))
-            analogue_settings.update(energy_top=energy_top)
+            analogue_settings.update(energy_top=energy_top, energy_weight=energy_weight)
         if baseline == "analogue" and (strategy != "analogue" or energy_top > 0):
             generators.append(("analogue", plain))
     if strategy in ("model", "auto"):
