@@ -34,7 +34,7 @@ from crystalgen.validators.result import Intent
 class RelaxConfig:
     """top: candidates relaxed (then ordered by final energy per atom); steps: FIRE step limit;
     fmax: force convergence (eV/Å); max_volume_change: |V/V0 - 1| bound; max_displacement:
-    largest move of one atom (Å); min_distance: closest allowed pair (Å); max_force: forces
+    largest move of one atom relative to the strained cell (Å); min_distance: closest allowed pair (Å); max_force: forces
     beyond this (eV/Å) count as exploding; energy_rise: tolerated rise of the energy per atom
     (eV/atom) from start to end; fix_symmetry: keep the candidate's space group (spglib,
     symprec)."""
@@ -116,7 +116,7 @@ class Relaxer:
             return RelaxOutcome(structure, math.nan, math.nan, 0, False, f"calculator failed ({type(err).__name__})")
         if not math.isfinite(e0):
             return RelaxOutcome(structure, e0, e0, 0, False, "energy is not finite")
-        start, v0 = atoms.get_positions().copy(), atoms.get_volume()
+        start, v0 = atoms.get_scaled_positions(wrap=False).copy(), atoms.get_volume()
         steps = 0
         try:
             if cfg.fix_symmetry:
@@ -154,7 +154,8 @@ class Relaxer:
         change = atoms.get_volume() / v0 - 1.0
         if not math.isfinite(change) or abs(change) > cfg.max_volume_change:
             raise RelaxDiverged(f"volume changed by {change:+.0%}")
-        moved = float(np.linalg.norm(atoms.get_positions() - start, axis=1).max())
+        shift = atoms.get_scaled_positions(wrap=False) - start  # in the current cell: the cell's own strain is not a move
+        moved = float(np.linalg.norm((shift - np.round(shift)) @ atoms.cell[:], axis=1).max())
         if not math.isfinite(moved) or moved > cfg.max_displacement:
             raise RelaxDiverged(f"atoms flew apart (an atom moved {moved:.1f} Å)")
         if len(atoms) > 1:
