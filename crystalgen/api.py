@@ -24,7 +24,9 @@ from pymatgen.core import Composition
 from crystalgen.analogues.candidates import NoAnalogueError
 from crystalgen.analogues.generator import AnalogueConfig, AnalogueGenerator
 from crystalgen.analogues.index import AnalogueIndex
+from crystalgen.analogues.relax import Relaxer, as_relaxer, relax_results
 from crystalgen.data.reference import REFERENCE_POOL
+from crystalgen.distinct import distinct_results
 from crystalgen.generation.options import DEFAULT_BATCH_SIZE, SamplingOptions
 from crystalgen.generation.request import GenerationRequest, RequestError, parse_composition
 from crystalgen.generation.rounds import Rounds
@@ -185,15 +187,24 @@ class CrystalGenerator:
         options: SamplingOptions | None = None,
         strategy: str | None = None,
         reference: str | Path | AnalogueIndex | None = None,
+        relax: bool | Relaxer | object = False,
     ) -> list[GenerationResult]:
         """Crystal structure prediction: ``n`` candidates with exactly this cell content,
         best first (the distinct analogues, then the model's candidates). ``strategy`` (None: the generator's, ``"auto"`` by default;
         see :attr:`STRATEGIES`) and ``reference`` (the analogue corpus) choose where
         candidates come from; the model makes at most 3 x ``n`` attempts; other arguments
         as in :meth:`sample`. Raises :class:`RequestError` when neither the model nor an
-        analogue can express the composition."""
+        analogue can express the composition. ``relax``: True relaxes the top
+        candidates (``RelaxConfig.top``, 3) with CHGNet and re-ranks them by energy per
+        atom; a :class:`~crystalgen.analogues.relax.Relaxer` or any ASE calculator relaxes
+        with that; a relax that diverges keeps the unrelaxed candidate (see the trace)."""
         strategy = _check_strategy(strategy or self.strategy)
         _check_n(n)
+        relaxer = as_relaxer(relax)
+        if relaxer is not None:
+            found = self.predict_structure(composition, max(n, relaxer.config.top), temperature, seed, batch_size,
+                                           validate, progress, min_distance, options, strategy, reference)
+            return relax_results(found, relaxer, parse_composition(composition).formula)[:n]
         analogue: list[GenerationResult] = []
         if strategy != "model":
             try:
@@ -212,8 +223,9 @@ class CrystalGenerator:
             raise
         opts = self.options(options, temperature=temperature, seed=seed, batch_size=batch_size, validate=validate,
                             progress=progress, min_distance=min_distance)
-        model = self.generate(request, n - len(analogue), options=opts.with_(only_valid=False, max_rounds=3))
-        return analogue + model
+        extra = n - len(analogue) if analogue else 0  # room for model candidates that repeat an analogue
+        model = self.generate(request, n - len(analogue) + extra, options=opts.with_(only_valid=False, max_rounds=3))
+        return distinct_results(analogue + model, n) if analogue else model
 
     def predict_structures(
         self,
@@ -229,6 +241,7 @@ class CrystalGenerator:
         options: SamplingOptions | None = None,
         strategy: str | None = None,
         reference: str | Path | AnalogueIndex | None = None,
+        relax: bool | Relaxer | object = False,
     ) -> list[list[GenerationResult]]:
         """Crystal structure prediction for many compositions at once (other arguments as
         in :meth:`sample`).
@@ -237,10 +250,16 @@ class CrystalGenerator:
         is what makes evaluating thousands of test crystals fast. Returns ``n``
         candidates per composition (fewer where the model failed ``max_rounds`` times;
         none for a composition the model cannot express). ``strategy`` and ``reference``
-        as in :meth:`predict_structure`: analogues first, then the model's candidates.
+        as in :meth:`predict_structure`: analogues first, then the model's candidates;
+        ``relax`` as in :meth:`predict_structure`.
         """
         strategy = _check_strategy(strategy or self.strategy)
         _check_n(n)
+        relaxer = as_relaxer(relax)
+        if relaxer is not None:
+            found = self.predict_structures(compositions, max(n, relaxer.config.top), temperature, seed, batch_size,
+                                            validate, max_rounds, progress, min_distance, options, strategy, reference)
+            return [relax_results(r, relaxer, parse_composition(c).formula)[:n] for c, r in zip(compositions, found)]
         analogue: list[list[GenerationResult]] = [[] for _ in compositions]
         if strategy != "model":
             analogue = self.analogues(reference).predict_structures(compositions, n=n, validate=validate is not False)
@@ -259,7 +278,7 @@ class CrystalGenerator:
         opts = self.options(options, temperature=temperature, seed=seed, batch_size=batch_size, validate=validate,
                             max_rounds=max_rounds, progress=progress, min_distance=min_distance)
         model = self._rounds.generate_many(requests, n, opts)
-        return [(found + more)[:n] for found, more in zip(analogue, model)]
+        return [distinct_results(found + more, n) if found else more[:n] for found, more in zip(analogue, model)]
 
     def generate(
         self,

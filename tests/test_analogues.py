@@ -123,6 +123,21 @@ def test_exclusion_removes_test_crystals_by_id_and_by_match(mpts_corpus, tmp_pat
     assert len(kept) == 4 and not any(str(i).startswith("copy-") for i in kept.ids)
 
 
+def test_exclusion_size_filter_gives_the_same_verdicts(mpts_corpus, tmp_path, mpts52_sample_path, monkeypatch):
+    """Comparing only cells of the test crystal's primitive size (as for Carbon-24) drops the same entries."""
+    import crystalgen.analogues.exclusion as exclusion_module
+
+    rows = _read_rows(mpts_corpus)
+    corpus = tmp_path / "overlap.csv.gz"
+    _write_rows(corpus, rows[6:12] + [dict(r, material_id=f"copy-{r['material_id']}") for r in rows[:6]])
+    index = load_index(corpus, workers=1)
+    test = load_structures(str(mpts52_sample_path))
+    monkeypatch.setattr(exclusion_module, "SIZE_FILTER_ABOVE", 0)
+    kept, exclusion = exclude_test_crystals(index, test.ids[:8], test.structures[:8], MATCHER_KWARGS)
+    assert (exclusion.by_id, exclusion.by_match, exclusion.test_matched) == (2, 6, 6)
+    assert sorted(map(str, kept.ids)) == sorted(r["material_id"] for r in rows[8:12])
+
+
 def test_no_analogue_is_a_clear_one_line_error(mpts_index):
     with pytest.raises(NoAnalogueError, match="no analogue for") as err:
         AnalogueGenerator(mpts_index).predict_structure(Composition("Xe2Pu3Np5"), n=1)

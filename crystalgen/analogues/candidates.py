@@ -21,6 +21,7 @@ import numpy as np
 from pymatgen.core import Composition, Element, Structure
 
 from crystalgen.analogues.index import AnalogueIndex, composition_key
+from crystalgen.analogues.prefilter import MendeleevPrefilter
 from crystalgen.analogues.substitution import Mapping, best_mapping
 from crystalgen.analogues.volume import VolumeRule
 
@@ -64,14 +65,19 @@ def _rank_key(c: Candidate) -> tuple:
             c.entry)
 
 
-def find_candidates(index: AnalogueIndex, composition: Composition | str, exact_cell: bool = True) -> list[Candidate]:
+def find_candidates(index: AnalogueIndex, composition: Composition | str, exact_cell: bool = True,
+                    prefilter: MendeleevPrefilter | None = None) -> list[Candidate]:
     """Every analogue of `composition`, best first. exact_cell: the composition is the cell's
     (candidates are repeated to its formula units); else any Z is accepted and kept (a user's
-    "Fe2O3" then finds corundum, whose primitive cell holds two formula units)."""
+    "Fe2O3" then finds corundum, whose primitive cell holds two formula units). prefilter:
+    map only the entries it keeps (the Mendeleev-closest ones; see prefilter.py)."""
     elements, counts, units = composition_key(composition)
     target = tuple(sorted(zip(elements, counts)))
     found = []
-    for i in index.lookup(counts, units if exact_cell else None):
+    hits = index.lookup(counts, units if exact_cell else None)
+    if prefilter is not None:
+        hits = prefilter.select(hits, elements, counts)
+    for i in hits:
         analogue = tuple(sorted((Element.from_Z(z).symbol, c) for z, c in zip(index.elements[i], index.counts[i])))
         mapping = best_mapping(analogue, target)
         if mapping is None:

@@ -17,7 +17,8 @@ from pymatgen.core import Structure
 
 
 @lru_cache(maxsize=1)
-def _chgnet():
+def chgnet_model():
+    """The pretrained CHGNet, loaded once per process."""
     try:
         from chgnet.model import CHGNet
     except ImportError as err:  # optional dependency
@@ -35,7 +36,7 @@ class EnergyRanker:
     def energies(self, structures: Sequence[Structure]) -> list[float]:
         if not structures:
             return []
-        model = _chgnet()
+        model = chgnet_model()
         try:
             preds = model.predict_structure(list(structures), task="e", batch_size=self.batch_size)
             preds = preds if isinstance(preds, list) else [preds]

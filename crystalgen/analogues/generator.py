@@ -22,6 +22,8 @@ from crystalgen.progress import progress_bar
 from crystalgen.analogues.candidates import Candidate, NoAnalogueError, build_structure, find_candidates
 from crystalgen.analogues.energy import EnergyRanker
 from crystalgen.analogues.index import AnalogueIndex, load_index
+from crystalgen.analogues.prefilter import MendeleevPrefilter
+from crystalgen.analogues.relax import Relaxer, as_relaxer, relax_results
 from crystalgen.analogues.volume import VolumeRule
 from crystalgen.data.reference import REFERENCE_POOL
 from crystalgen.results import GenerationResult
@@ -36,12 +38,14 @@ class AnalogueConfig:
     deduplication; energy_top: re-rank this many top candidates by CHGNet energy (0: off);
     energy_weight: nats per eV/atom in the combined score (see energy.py); exact_cell: the
     composition is the cell's (the CSP task); False accepts analogues of any Z (a user's
-    reduced formula)."""
+    reduced formula); prefilter: map only this many Mendeleev-closest entries of the target's
+    anonymous formula (0: all; for corpora where one key holds thousands, see prefilter.py)."""
 
     extra_candidates: int = 10
     energy_top: int = 0
     energy_weight: float = 10.0
     exact_cell: bool = True
+    prefilter: int = 0
 
 
 def _describe(c: Candidate) -> str:
@@ -67,10 +71,11 @@ class AnalogueGenerator:
         self.excluded = excluded or {}
         self._matcher = StructureMatcher()
         self._energy = EnergyRanker(self.config.energy_weight) if self.config.energy_top > 0 else None
+        self._prefilter = MendeleevPrefilter(self.index, self.config.prefilter) if self.config.prefilter > 0 else None
 
     def candidates(self, composition: Composition | str) -> list[Candidate]:
         """Every analogue of `composition`, best first; NoAnalogueError when there is none."""
-        found = find_candidates(self.index, composition, self.config.exact_cell)
+        found = find_candidates(self.index, composition, self.config.exact_cell, self._prefilter)
         if not found:
             raise NoAnalogueError(f"no analogue for {Composition(composition).formula}: the reference corpus "
                                   f"({Path(self.index.origin).name or 'index'}) holds no structure of that "
@@ -78,9 +83,15 @@ class AnalogueGenerator:
         return found
 
     def predict_structure(self, composition: Composition | str, n: int = 1, seed: int | None = None,
-                          validate: bool = True) -> list[GenerationResult]:
-        """The top `n` distinct analogue structures for an exact cell composition."""
+                          validate: bool = True, relax: bool | Relaxer | object = False) -> list[GenerationResult]:
+        """The top `n` distinct analogue structures for an exact cell composition. relax: True
+        relaxes the top candidates with CHGNet and re-ranks them by energy (`relax.py`); a
+        Relaxer or an ASE calculator relaxes with that."""
         composition = Composition(composition)
+        relaxer = as_relaxer(relax)
+        if relaxer is not None:
+            found = self.predict_structure(composition, n=max(n, relaxer.config.top), validate=validate)
+            return relax_results(found, relaxer, composition.formula)[:n]
         found = self.candidates(composition)
         pool = found[: n + self.config.extra_candidates if n > 1 or self._energy is not None else 1]
         built = [(c, build_structure(self.index, c, self.volume_rule)) for c in pool]
@@ -95,12 +106,13 @@ class AnalogueGenerator:
                 for rank, (c, s) in enumerate(chosen)]
 
     def predict_structures(self, compositions: Sequence[Composition | str], n: int = 1, seed: int | None = None,
-                           validate: bool = True) -> list[list[GenerationResult]]:
+                           validate: bool = True, relax: bool | Relaxer | object = False) -> list[list[GenerationResult]]:
         """`predict_structure` for many compositions; [] where one has no analogue."""
         out = []
+        relaxer = as_relaxer(relax)
         for comp in progress_bar(compositions, desc="analogues", leave=False):
             try:
-                out.append(self.predict_structure(comp, n=n, seed=seed, validate=validate))
+                out.append(self.predict_structure(comp, n=n, seed=seed, validate=validate, relax=relaxer or False))
             except (NoAnalogueError, ValueError):
                 out.append([])
         return out

@@ -11,6 +11,8 @@ scores analogue-guided prediction (`crystalgen.analogues`) instead of the model,
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 CSP_COLUMNS = ["match_rate", "rmse", "n_test", "n_samples", "validity", "pass_rate", "seconds_generate", "seconds_score"]
@@ -90,9 +92,18 @@ def command() -> None:
                    "(default: the shipped reference pool). Test crystals are removed from it first.")
 @click.option("--energy-top", type=click.IntRange(0), default=0, show_default=True,
               help="Analogue strategy: re-rank this many top candidates by CHGNet energy (0 = off).")
+@click.option("--energy-weight", type=click.FloatRange(0), default=10.0, show_default=True,
+              help="With --energy-top: nats per eV/atom of CHGNet energy in the combined score (large: energy decides).")
+@click.option("--prefilter", type=click.IntRange(0), default=0, show_default=True,
+              help="Analogue strategy: map only this many Mendeleev-closest corpus entries of the target's anonymous "
+                   "formula (0 = all; for corpora like Perov-5 where one anonymous formula holds thousands).")
+@click.option("--relax", is_flag=True,
+              help="Add a row with the main generator's top --relax-top candidates relaxed by CHGNet and re-ranked "
+                   "by energy, beside the unrelaxed row.")
+@click.option("--relax-top", type=click.IntRange(1), default=3, show_default=True, help="Candidates --relax relaxes.")
 @_common
-def csp(test_path, n_samples, limit, strategy, reference, energy_top, model, baseline, compare, seed, min_distance,
-        workers, json_out, png_out, overwrite) -> None:
+def csp(test_path, n_samples, limit, strategy, reference, energy_top, energy_weight, prefilter, relax, relax_top, model, baseline, compare, seed,
+        min_distance, workers, json_out, png_out, overwrite) -> None:
     """Crystal structure prediction: match rate and RMSE (CDVAE / DiffCSP protocol)."""
     _check_outputs(overwrite, json_out, png_out)
     from crystalgen.analogues.generator import AnalogueConfig, AnalogueGenerator
@@ -106,11 +117,13 @@ def csp(test_path, n_samples, limit, strategy, reference, energy_top, model, bas
     config = CSPConfig(n_samples=n_samples, seed=seed, workers=workers)
     generators, analogue_settings = [], None
     if strategy in ("analogue", "auto") or baseline == "analogue":
-        plain, analogue_settings = held_out_analogues(reference, test.ids, test.structures, workers=workers)
+        plain, analogue_settings = held_out_analogues(reference, test.ids, test.structures,
+                                                      AnalogueConfig(prefilter=prefilter), workers=workers)
         if strategy == "analogue":
-            main = plain if energy_top == 0 else AnalogueGenerator(plain.index, AnalogueConfig(energy_top=energy_top))
+            main = plain if energy_top == 0 else AnalogueGenerator(
+                plain.index, AnalogueConfig(energy_top=energy_top, energy_weight=energy_weight, prefilter=prefilter))
             generators.append(("analogue" if energy_top == 0 else "analogue+chgnet", main))
-            analogue_settings.update(energy_top=energy_top)
+            analogue_settings.update(energy_top=energy_top, energy_weight=energy_weight)
         if baseline == "analogue" and (strategy != "analogue" or energy_top > 0):
             generators.append(("analogue", plain))
     if strategy in ("model", "auto"):
@@ -120,6 +133,18 @@ def csp(test_path, n_samples, limit, strategy, reference, energy_top, model, bas
         generators = model_rows[:1] + generators + model_rows[1:]
     elif compare:
         generators += _generators(model, "pyxtal", False, test.structures)
+    relax_settings = None
+    if relax:
+        from crystalgen.analogues.relax import RelaxConfig, Relaxer
+        from crystalgen.evaluation.relaxed import RelaxedGenerator
+
+        try:
+            relaxer = Relaxer(config=RelaxConfig(top=relax_top))
+        except ImportError as err:
+            raise click.ClickException(f"--relax: {err}") from None
+        name, main = generators[0]
+        generators.insert(0, (f"{name}+relax", RelaxedGenerator(main, relaxer, seed=seed)))
+        relax_settings = {"calculator": type(relaxer.calculator).__name__, **dataclasses.asdict(relaxer.config)}
     rows, densities = {}, {}
     for name, generator in generators:
         run = evaluate_csp(generator, test.structures, config)
@@ -129,6 +154,7 @@ def csp(test_path, n_samples, limit, strategy, reference, energy_top, model, bas
     settings["n_unparsable"] = test.n_unparsable
     settings["min_distance"] = min_distance
     settings["strategy"] = strategy
+    settings["relax"] = relax_settings
     if analogue_settings is not None:
         settings["analogues"] = analogue_settings
     report = build_report(settings, rows, primary=next(iter(rows)))

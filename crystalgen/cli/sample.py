@@ -68,6 +68,16 @@ def _only_valid_shortfall(n_kept: int, n: int, unfiltered, budget: int | None) -
     return f"{head}; checks failing most among the first {len(unfiltered)} drawn: {worst}"
 
 
+def _relaxer(top: int):
+    """The CHGNet relaxer for --relax, or a one-line error when CHGNet is not installed."""
+    from crystalgen.analogues.relax import RelaxConfig, Relaxer
+
+    try:
+        return Relaxer(config=RelaxConfig(top=top))
+    except ImportError as err:
+        raise click.ClickException(f"--relax: {err}") from None
+
+
 @click.command("sample")
 @click.option("--formula", help="Composition to generate, e.g. LiFePO4 (Li4Fe4P4O16 fixes 4 formula units).")
 @click.option("--chemsys", help="Chemical system, e.g. Li-Fe-P-O: crystals with exactly these elements.")
@@ -109,9 +119,13 @@ def _only_valid_shortfall(n_kept: int, n: int, unfiltered, budget: int | None) -
               help="With --formula: model samples plans from the model; analogue substitutes elements into reference "
                    "structures of the same anonymous formula (the formula is then the cell content: Li4Fe4P4O16 for "
                    "four formula units); auto lists analogues first, then the model's candidates.")
+@click.option("--relax", is_flag=True,
+              help="Relax the top --relax-top crystals with CHGNet (FIRE, symmetry kept, 100 steps) and re-rank them "
+                   "by energy per atom; a relax that diverges keeps the unrelaxed crystal (the trace says why).")
+@click.option("--relax-top", type=click.IntRange(1), default=3, show_default=True, help="How many crystals --relax relaxes.")
 def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, seed, batch_size, workers, device,
             model_path, out, fmt, chunk_size, overwrite, trace, only_valid, min_distance, covalent_ratio,
-            strategy) -> None:
+            strategy, relax, relax_top) -> None:
     """Generate crystal structures and write them to OUT.
 
     \b
@@ -119,6 +133,7 @@ def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, s
       crystalgen sample --formula LiFePO4 -n 10 --out lfp/ --trace
       crystalgen sample --chemsys Li-Fe-O -n 100 --out lfo.extxyz
     """
+    from crystalgen.analogues.relax import relax_results
     from crystalgen.api import CrystalGenerator, GenerationRequest, RequestError, SamplingOptions
     from crystalgen.io import ResultWriter
     from crystalgen.output_paths import OutputError
@@ -130,6 +145,7 @@ def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, s
     element_list = [e for e in elements.split(",")] if elements else None
     if strategy != "model" and (formula is None or spacegroup is not None or num_atoms is not None or only_valid):
         raise click.UsageError(f"--strategy {strategy} takes --formula alone (no --spacegroup, --num-atoms, --only-valid)")
+    relaxer = _relaxer(relax_top) if relax else None
     try:
         gen = CrystalGenerator.from_pretrained(model_path, device=device, workers=workers)
         request = GenerationRequest.build(formula, chemsys, element_list, spacegroup, num_atoms,
@@ -144,8 +160,11 @@ def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, s
         if strategy == "model":
             chunks = gen.stream(request, n, options, chunk=chunk_size)
         else:
-            chunks = iter([gen.predict_structure(formula, n, options=options, strategy=strategy)])
+            chunks = iter([gen.predict_structure(formula, n, options=options, strategy=strategy,
+                                                 relax=relaxer or False)])
         for results in chunks:
+            if strategy == "model" and relaxer is not None:
+                results = relax_results(results, relaxer)
             writer.write(results)
             if trace:
                 _print_traces(results, tally.n)

@@ -46,7 +46,7 @@ LAYERS = [
     ("crystalgen.generation", "crystalgen.analogues"),
     ("crystalgen.model", "crystalgen.trace", "crystalgen.io", "crystalgen.data"),
     ("crystalgen.backbone", "crystalgen.heads"),
-    ("crystalgen.validators", "crystalgen.results", "crystalgen.consistency"),
+    ("crystalgen.validators", "crystalgen.results", "crystalgen.consistency", "crystalgen.distinct"),
     ("crystalgen.representation",),
     ("crystalgen.parallel", "crystalgen.pretrained", "crystalgen.output_paths", "crystalgen.progress"),
 ]

@@ -31,5 +31,6 @@ def held_out_analogues(
                                              MATCHER_KWARGS, workers=workers)
     config = config or AnalogueConfig()
     settings = {"reference": str(reference or "training-pool"), **exclusion.as_dict(),
-                "energy_top": config.energy_top, "energy_weight": config.energy_weight}
+                "energy_top": config.energy_top, "energy_weight": config.energy_weight,
+                "prefilter": config.prefilter}
     return AnalogueGenerator(index, config, excluded=exclusion.as_dict()), settings

@@ -1,0 +1,36 @@
+"""The first K structurally distinct results of a ranked list (K>1 structure prediction).
+
+Analogues and the model can propose the same crystal (the model often writes the
+prototype an analogue already gave); a K-candidate answer should hold K different ones.
+Two results are the same when pymatgen's default StructureMatcher fits them, the same
+test the analogue generator applies among its own candidates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pymatgen.analysis.structure_matcher import StructureMatcher
+
+from crystalgen.results import GenerationResult
+
+
+def distinct_results(results: Sequence[GenerationResult], n: int,
+                     matcher: StructureMatcher | None = None) -> list[GenerationResult]:
+    """Up to `n` results, in order, skipping any that matches one already kept."""
+    matcher = matcher or StructureMatcher()
+    kept: list[GenerationResult] = []
+    for result in results:
+        if len(kept) >= n:
+            break
+        if any(_same(matcher, k, result) for k in kept):
+            continue
+        kept.append(result)
+    return kept
+
+
+def _same(matcher: StructureMatcher, a: GenerationResult, b: GenerationResult) -> bool:
+    try:
+        return bool(matcher.fit(a.structure, b.structure))
+    except Exception:  # pymatgen fails on some degenerate cells: keep both
+        return False
