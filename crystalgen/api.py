@@ -95,7 +95,8 @@ class CrystalGenerator:
     def analogues(self, reference: str | Path | AnalogueIndex | None = None) -> AnalogueGenerator:
         """The analogue generator over ``reference`` (default: this generator's corpus, else
         the shipped pool), kept while the same corpus is asked for (an index object by
-        identity, a path by its text)."""
+        identity, a path by its text). This generator's model scores and re-ranks its top
+        candidates (:mod:`crystalgen.analogues.ranking`)."""
         if reference is None:
             reference = self.reference if self.reference is not None else REFERENCE_POOL
         if self._analogues is not None:
@@ -103,7 +104,7 @@ class CrystalGenerator:
             paths = isinstance(held, (str, Path)) and isinstance(reference, (str, Path))
             if held is reference or (paths and str(held) == str(reference)):
                 return generator
-        generator = AnalogueGenerator(reference, AnalogueConfig(exact_cell=True))
+        generator = AnalogueGenerator(reference, AnalogueConfig(exact_cell=True), model=self.model)
         self._analogues = (reference, generator)
         return generator
 
