@@ -18,8 +18,13 @@ the same candidates:
 Structure rows: the analogue's own coordinates, the model's refined ones, or the better of
 the two by the model's value log-likelihood (`refine.prefer_refined`) or by CHGNet energy.
 
-    nice python benchmarks/bench_model_ranking.py --model /tmp/v2_model --n 200 --depth 10 \\
+    nice python benchmarks/bench_model_ranking.py --model MODEL_DIR --n 200 --depth 20 \\
         --json-out docs/results/model_ranking_val200.json
+    nice python benchmarks/bench_model_ranking.py --model MODEL_DIR --n 300 --depth 20 \\
+        --test ../shared/data/benchmark/mpts_52_test.csv.gz \\
+        --weights-from docs/results/model_ranking_val200.json --json-out docs/results/model_ranking_mpts52_test300.json
+
+With --test, the weights come from the tuning run (nothing is fitted on test crystals).
 """
 
 from __future__ import annotations
@@ -47,14 +52,18 @@ from crystalgen.analogues.model_score import encode_candidate, score_sequences
 from crystalgen.analogues.ranking import RankWeights, combined_order
 from crystalgen.analogues.refine import prefer_refined, refine
 from crystalgen.analogues.volume import VolumeRule
+from crystalgen.evaluation.datasets import load_structures
 from crystalgen.evaluation.metrics import MATCHER_KWARGS
 from crystalgen.evaluation.report import write_json
 from crystalgen.model import CrystalModel
 from crystalgen.training.dataset import is_validation
 
 csv.field_size_limit(1 << 30)
-GRID = {"plan": (0.0, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0), "values": (0.0, 0.03, 0.1, 0.3),
-        "same_cell": (0.0, 1.0, 2.0, 5.0, 100.0), "energy": (0.0, 3.0, 10.0, 30.0)}
+GRID = {"plan": (0.0, 0.03, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0), "values": (0.0, 0.03, 0.1, 0.3),
+        "same_cell": (0.0, 1.0, 2.0, 5.0, 100.0), "energy": (0.0, 3.0, 10.0, 30.0, 100.0, 300.0)}
+#: (row, structure used, fitted with the CHGNet term)
+FITTED_ROWS = (("combined", "own", False), ("combined+refine", "better", False),
+               ("combined+chgnet", "own", True), ("combined+chgnet+refine", "better", True))
 
 
 def tuning_set(pool: str, n: int, val_fraction: float, seed: int) -> tuple[list[str], list[Structure]]:
@@ -108,7 +117,7 @@ def fit(queries: list[dict], structure: str, energy: bool) -> tuple[RankWeights,
 
 
 @click.command()
-@click.option("--model", "model_dir", required=True, type=click.Path(exists=True))
+@click.option("--model", "model_dir", type=click.Path(exists=True), default=None, help="Required unless --features-in.")
 @click.option("--pool", default="../shared/data/train/pool.csv.gz", type=click.Path(exists=True), show_default=True)
 @click.option("--reference", default="training-pool", show_default=True)
 @click.option("--n", "n_tune", type=int, default=200, show_default=True)
@@ -116,10 +125,28 @@ def fit(queries: list[dict], structure: str, energy: bool) -> tuple[RankWeights,
 @click.option("--energy/--no-energy", default=True, show_default=True)
 @click.option("--json-out", type=click.Path(), default=None)
 @click.option("--features-out", type=click.Path(), default=None, help="Per-candidate features as JSON (re-fit offline).")
-def main(model_dir, pool, reference, n_tune, depth, energy, json_out, features_out) -> None:
+@click.option("--test", "test_path", type=click.Path(exists=True), default=None,
+              help="Score a seeded --n of this test file instead, with the weights of --weights-from (no fit).")
+@click.option("--weights-from", type=click.Path(exists=True), default=None, help="A tuning run's JSON (its fitted weights).")
+@click.option("--features-in", type=click.Path(exists=True), default=None,
+              help="Re-rank the saved features of an earlier run (its --features-out) instead of computing them.")
+def main(model_dir, pool, reference, n_tune, depth, energy, json_out, features_out, test_path, weights_from,
+         features_in) -> None:
+    if features_in:
+        saved = json.loads(Path(features_in).read_text())
+        report(saved["queries"], saved["meta"], energy, test_path, weights_from, json_out)
+        return
+    if not model_dir:
+        raise click.UsageError("--model is required (unless --features-in)")
     torch.set_num_threads(1)
     model = CrystalModel.from_pretrained(model_dir)
-    ids, truths = tuning_set(pool, n_tune, 0.05, 0)
+    if test_path:
+        if not weights_from:
+            raise click.UsageError("--test needs --weights-from (weights are fitted on the tuning set only)")
+        test = load_structures(test_path, limit=n_tune, seed=0, workers=1)
+        ids, truths = test.ids, test.structures
+    else:
+        ids, truths = tuning_set(pool, n_tune, 0.05, 0)
     index, exclusion = exclude_test_crystals(load_index(reference), ids, truths, MATCHER_KWARGS, workers=1)
     rule = VolumeRule.fit(index)
     matcher = StructureMatcher(**MATCHER_KWARGS)
@@ -162,17 +189,28 @@ def main(model_dir, pool, reference, n_tune, depth, energy, json_out, features_o
             })
         seconds["build_match"] += time.perf_counter() - t
         queries.append({"formula": truth.composition.formula, "candidates": cands})
-    wall = time.perf_counter() - t0
+    meta = {"model": str(model_dir), "model_training": _training(model_dir), "n_requested": n_tune, "depth": depth,
+            "reference": reference, "exclusion": exclusion.as_dict(), "pool": pool,
+            "seconds": {k: round(v, 1) for k, v in seconds.items()}, "wall_s": round(time.perf_counter() - t0, 1)}
     if features_out:
-        Path(features_out).write_text(json.dumps(queries))
+        Path(features_out).write_text(json.dumps({"meta": meta, "queries": queries}))
+    report(queries, meta, energy, test_path, weights_from, json_out)
+
+
+def report(queries: list[dict], meta: dict, energy: bool, test_path: str | None, weights_from: str | None,
+           json_out: str | None) -> None:
+    """The rows (fitted on these queries, or with the weights of `weights_from` on a test set)."""
 
     rows = {"plain": {"structure": "own", "weights": None}}
     fitted = {}
-    for name, structure, use_energy in (("combined", "own", False), ("combined+refine", "better", False),
-                                        ("combined+chgnet", "own", True), ("combined+chgnet+refine", "better", True)):
+    tuned = json.loads(Path(weights_from).read_text())["rows"] if test_path else {}
+    for name, structure, use_energy in FITTED_ROWS:
         if use_energy and not energy:
             continue
-        weights, _ = fit(queries, structure, use_energy)
+        if test_path:
+            weights = RankWeights(**tuned[name]["weights"])
+        else:
+            weights, _ = fit(queries, structure, use_energy)
         fitted[name] = weights
         rows[name] = {"structure": structure, "weights": weights}
     rows["plain+refine (refined structure always)"] = {"structure": "refined", "weights": None}
@@ -184,12 +222,13 @@ def main(model_dir, pool, reference, n_tune, depth, energy, json_out, features_o
                                                                    "weights": fitted["combined+chgnet"]}
     table = {name: {"top1": top_k(queries, r["weights"], r["structure"]),
                     "top5": top_k(queries, r["weights"], r["structure"], 5),
+                    "top20": top_k(queries, r["weights"], r["structure"], 20),
                     "weights": None if r["weights"] is None else r["weights"].as_dict()} for name, r in rows.items()}
     # 2-fold cross-validation of the fitted weights: fit on one half, score the other
     halves = [queries[0::2], queries[1::2]]
     cross = {}
     for name, r in rows.items():
-        if name in fitted:
+        if name in fitted and not test_path:
             use_energy = "chgnet" in name
             held = [top_k(halves[1 - h], fit(halves[h], r["structure"], use_energy)[0], r["structure"]) for h in (0, 1)]
             cross[name] = sum(held) / 2
@@ -197,16 +236,17 @@ def main(model_dir, pool, reference, n_tune, depth, energy, json_out, features_o
     result = {
         "command": "python " + " ".join(sys.argv),
         "hardware": "2-core AMD EPYC, shared with other jobs", "date": "2026-12-02",
-        "model": str(model_dir), "model_training": _training(model_dir),
-        "tuning_set": f"{pool}: source mpts_52/val, is_validation(id, 0.05, seed 0), seeded {n_tune}",
-        "n_test": len(queries), "depth": depth, "reference": reference, "exclusion": exclusion.as_dict(),
+        "model": meta["model"], "model_training": meta["model_training"],
+        "tuning_set": None if test_path else (f"{meta['pool']}: source mpts_52/val, is_validation(id, 0.05, seed 0), "
+                                              f"seeded {meta['n_requested']}"),
+        "test": test_path, "weights_from": weights_from,
+        "n_test": len(queries), "depth": meta["depth"], "reference": meta["reference"], "exclusion": meta["exclusion"],
         "fraction_with_analogue": sum(1 for q in queries if q["candidates"]) / max(len(queries), 1),
         "oracle_in_pool_own": sum(any(c["match_own"] for c in q["candidates"]) for q in queries) / len(queries),
         "oracle_in_pool_refined": sum(any(c["match_refined"] for c in q["candidates"]) for q in queries) / len(queries),
         "encoded_fraction": sum(c["plan_log_prob"] is not None for q in queries for c in q["candidates"]) / max(n_cands, 1),
         "refined_preferred_fraction": sum(c["prefer_refined"] for q in queries for c in q["candidates"]) / max(n_cands, 1),
-        "rows": table, "cross_validated_top1": cross, "seconds": {k: round(v, 1) for k, v in seconds.items()},
-        "wall_s": round(wall, 1),
+        "rows": table, "cross_validated_top1": cross, "seconds": meta["seconds"], "wall_s": meta["wall_s"],
     }
     click.echo(json.dumps(result, indent=2))
     if json_out:

@@ -14,6 +14,7 @@ space group is used, and every structure is rebuilt from its Wyckoff positions.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Iterable
@@ -26,6 +27,7 @@ from crystalgen.analogues.generator import AnalogueConfig, AnalogueGenerator
 from crystalgen.analogues.index import AnalogueIndex
 from crystalgen.data.reference import REFERENCE_POOL
 from crystalgen.generation.options import DEFAULT_BATCH_SIZE, SamplingOptions
+from crystalgen.generation.plan_search import best_by_plan
 from crystalgen.generation.request import GenerationRequest, RequestError, parse_composition
 from crystalgen.generation.rounds import Rounds
 from crystalgen.model import CrystalModel
@@ -72,6 +74,8 @@ class CrystalGenerator:
         min_distance: float = MIN_DISTANCE_A,
         strategy: str = "auto",
         reference: str | Path | AnalogueIndex | None = None,
+        analogue_config: AnalogueConfig | None = None,
+        plan_search: int = 1,
     ) -> None:
         """``workers``: sampling processes for large requests (None: one per core on a
         CPU, none on a GPU or inside a worker process; 0: everything in this process).
@@ -79,7 +83,12 @@ class CrystalGenerator:
         ``min_distance``: the distance guard (Å) every call uses unless it gives its own
         (see :meth:`sample`); 0 turns it off.
         ``strategy``: the default of :meth:`predict_structure` (see :attr:`STRATEGIES`);
-        ``reference``: the analogue corpus (default: the shipped reference pool)."""
+        ``reference``: the analogue corpus (default: the shipped reference pool);
+        ``analogue_config``: how analogues are ranked (default: ``AnalogueConfig()``, the
+        combined ranking with this generator's model, no CHGNet term);
+        ``plan_search``: structure prediction's model candidates are the best of this many
+        samples per wanted one by plan log-probability (:mod:`crystalgen.generation.plan_search`;
+        1: as sampled)."""
         _check_strategy(strategy)
         self.model = model.eval()
         self.device = torch.device(device)
@@ -90,6 +99,8 @@ class CrystalGenerator:
         self._rounds = Rounds(self.model, max_atoms, self.workers, self.model_dir)
         self.strategy = strategy
         self.reference = reference
+        self.analogue_config = analogue_config or AnalogueConfig()
+        self.plan_search = max(1, int(plan_search))
         self._analogues: tuple[object, AnalogueGenerator] | None = None  # (its corpus, the generator)
 
     def analogues(self, reference: str | Path | AnalogueIndex | None = None) -> AnalogueGenerator:
@@ -104,7 +115,8 @@ class CrystalGenerator:
             paths = isinstance(held, (str, Path)) and isinstance(reference, (str, Path))
             if held is reference or (paths and str(held) == str(reference)):
                 return generator
-        generator = AnalogueGenerator(reference, AnalogueConfig(exact_cell=True), model=self.model)
+        generator = AnalogueGenerator(reference, dataclasses.replace(self.analogue_config, exact_cell=True),
+                                      model=self.model)
         self._analogues = (reference, generator)
         return generator
 
@@ -213,7 +225,10 @@ class CrystalGenerator:
             raise
         opts = self.options(options, temperature=temperature, seed=seed, batch_size=batch_size, validate=validate,
                             progress=progress, min_distance=min_distance)
-        model = self.generate(request, n - len(analogue), options=opts.with_(only_valid=False, max_rounds=3))
+        want = n - len(analogue)
+        model = self.generate(request, want * self.plan_search, options=opts.with_(only_valid=False, max_rounds=3))
+        if self.plan_search > 1:
+            model = best_by_plan(self.model, model, want)
         return analogue + model
 
     def predict_structures(
@@ -259,7 +274,10 @@ class CrystalGenerator:
                 requests.append(None)
         opts = self.options(options, temperature=temperature, seed=seed, batch_size=batch_size, validate=validate,
                             max_rounds=max_rounds, progress=progress, min_distance=min_distance)
-        model = self._rounds.generate_many(requests, n, opts)
+        model = self._rounds.generate_many(requests, n * self.plan_search, opts)
+        if self.plan_search > 1:
+            model = [best_by_plan(self.model, more, n - len(found)) if more else more
+                     for found, more in zip(analogue, model)]
         return [(found + more)[:n] for found, more in zip(analogue, model)]
 
     def generate(

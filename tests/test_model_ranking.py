@@ -22,8 +22,10 @@ from crystalgen.data.corpus import read_corpus
 from crystalgen.data.readers import read_structures
 from crystalgen.evaluation.datasets import load_structures
 from crystalgen.evaluation.metrics import MATCHER_KWARGS
+from crystalgen.generation.plan_search import best_by_plan
 from crystalgen.model import HEAD_NAMES, CrystalModel, CrystalModelConfig, collate
 from crystalgen.representation.sequence import decode_plan
+from crystalgen.results import GenerationResult
 
 _one_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
 
@@ -153,3 +155,15 @@ def test_the_generator_ranks_by_the_combined_score_and_says_so(held_out, model):
         assert ("refined by the model" in r.trace["text"]) == note["refined"]
     plain = AnalogueGenerator(index).predict_structure(truth.composition, n=1)[0]
     assert plain.trace["model"] is None and "model plan score" not in plain.trace["text"]
+
+
+def test_plan_search_keeps_the_samples_of_highest_plan_log_prob(model, pool_structures):
+    americium = Structure(Lattice.cubic(3.5), ["Am", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    samples = [GenerationResult(s, trace={"text": "plan"}) for s in [americium, *pool_structures[:5]]]
+    scores = score_structures(model, [r.structure for r in samples])
+    kept = best_by_plan(model, samples, 3)
+    expected = sorted(range(1, 6), key=lambda i: -scores[i].plan_log_prob)[:3]
+    assert [r.structure for r in kept] == [samples[i].structure for i in expected]
+    assert [r.trace["plan_search"]["rank"] for r in kept] == [1, 2, 3]
+    assert "plan search: best 1 of 6" in kept[0].trace["text"]
+    assert best_by_plan(model, samples, 6)[-1].structure is americium  # no score: last
