@@ -123,6 +123,8 @@ def fit(queries: list[dict], structure: str, energy: bool) -> tuple[RankWeights,
 @click.option("--n", "n_tune", type=int, default=200, show_default=True)
 @click.option("--depth", type=int, default=10, show_default=True)
 @click.option("--energy/--no-energy", default=True, show_default=True)
+@click.option("--refine/--no-refine", "do_refine", default=True, show_default=True,
+              help="Refine every candidate (the refinement rows); off: those rows are left out.")
 @click.option("--json-out", type=click.Path(), default=None)
 @click.option("--features-out", type=click.Path(), default=None, help="Per-candidate features as JSON (re-fit offline).")
 @click.option("--test", "test_path", type=click.Path(exists=True), default=None,
@@ -130,7 +132,7 @@ def fit(queries: list[dict], structure: str, energy: bool) -> tuple[RankWeights,
 @click.option("--weights-from", type=click.Path(exists=True), default=None, help="A tuning run's JSON (its fitted weights).")
 @click.option("--features-in", type=click.Path(exists=True), default=None,
               help="Re-rank the saved features of an earlier run (its --features-out) instead of computing them.")
-def main(model_dir, pool, reference, n_tune, depth, energy, json_out, features_out, test_path, weights_from,
+def main(model_dir, pool, reference, n_tune, depth, energy, do_refine, json_out, features_out, test_path, weights_from,
          features_in) -> None:
     if features_in:
         saved = json.loads(Path(features_in).read_text())
@@ -163,7 +165,7 @@ def main(model_dir, pool, reference, n_tune, depth, energy, json_out, features_o
         scores = iter(score_sequences(model, ok))
         seconds["score"] += time.perf_counter() - t
         t = time.perf_counter()
-        refined = iter(refine(model, ok))
+        refined = iter(refine(model, ok) if do_refine else [None] * len(ok))
         seconds["refine"] += time.perf_counter() - t
         t = time.perf_counter()
         energies = ranker.energies(structures) if ranker else [0.0] * len(structures)
@@ -189,7 +191,7 @@ def main(model_dir, pool, reference, n_tune, depth, energy, json_out, features_o
             })
         seconds["build_match"] += time.perf_counter() - t
         queries.append({"formula": truth.composition.formula, "candidates": cands})
-    meta = {"model": str(model_dir), "model_training": _training(model_dir), "n_requested": n_tune, "depth": depth,
+    meta = {"refine": do_refine, "model": str(model_dir), "model_training": _training(model_dir), "n_requested": n_tune, "depth": depth,
             "reference": reference, "exclusion": exclusion.as_dict(), "pool": pool,
             "seconds": {k: round(v, 1) for k, v in seconds.items()}, "wall_s": round(time.perf_counter() - t0, 1)}
     if features_out:
@@ -204,8 +206,9 @@ def report(queries: list[dict], meta: dict, energy: bool, test_path: str | None,
     rows = {"plain": {"structure": "own", "weights": None}}
     fitted = {}
     tuned = json.loads(Path(weights_from).read_text())["rows"] if test_path else {}
+    refined_rows = meta.get("refine", True)
     for name, structure, use_energy in FITTED_ROWS:
-        if use_energy and not energy:
+        if (use_energy and not energy) or (structure != "own" and not refined_rows):
             continue
         if test_path:
             weights = RankWeights(**tuned[name]["weights"])
@@ -213,9 +216,10 @@ def report(queries: list[dict], meta: dict, energy: bool, test_path: str | None,
             weights, _ = fit(queries, structure, use_energy)
         fitted[name] = weights
         rows[name] = {"structure": structure, "weights": weights}
-    rows["plain+refine (refined structure always)"] = {"structure": "refined", "weights": None}
-    rows["plain+refine (better by likelihood)"] = {"structure": "better", "weights": None}
-    if energy:
+    if refined_rows:
+        rows["plain+refine (refined structure always)"] = {"structure": "refined", "weights": None}
+        rows["plain+refine (better by likelihood)"] = {"structure": "better", "weights": None}
+    if energy and refined_rows:
         rows["plain+refine (lower CHGNet energy)"] = {"structure": "lower_energy", "weights": None}
         if "combined+chgnet" in fitted:
             rows["combined+chgnet+refine (lower CHGNet energy)"] = {"structure": "lower_energy",
