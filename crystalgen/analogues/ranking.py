@@ -11,11 +11,11 @@ energy per atom (eV/atom) where computed, E_min the lowest among the candidates 
 candidate without an energy counts as E_min when the energy weight is 0 and last otherwise).
 Known compounds (the target's own formula) stay first, in their plain order. A candidate
 without a model score (its structure has no sequence) keeps its place in the plain order;
-the others are sorted by s into the remaining places. The default weights are the fit on
-200 held-out tuning crystals (`benchmarks/bench_model_ranking.py`,
-docs/results/model_ranking_val200.json, model examples/models/v2_default at step 250): the
-model's scores got weight 0 there (they did not order matches first), the CHGNet term 100
-nats per eV/atom (used only when energies are computed, `AnalogueConfig.energy_top`).
+the others are sorted by s into the remaining places. Default weights: plan, values, same_cell as fitted
+(`benchmarks/bench_model_ranking.py`) on 100 held-out tuning crystals with the v2 model at
+step 4500 (docs/results/model_ranking_val100_step4500.json; same_cell = 100 keeps same-cell
+candidates first), energy as fitted on 200 with the CHGNet term (docs/results/model_ranking_val200.json;
+used only when energies are computed, `AnalogueConfig.energy_top`). Re-fit them for another model.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from crystalgen.analogues.model_score import ModelScore
 class RankWeights:
     """Weights of the combined score (see the module docstring)."""
 
-    plan: float = 0.0
-    values: float = 0.0
-    same_cell: float = 0.0
+    plan: float = 0.1
+    values: float = 0.03
+    same_cell: float = 100.0
     energy: float = 100.0
 
     def as_dict(self) -> dict[str, float]:
