@@ -14,6 +14,7 @@ space group is used, and every structure is rebuilt from its Wyckoff positions.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ from crystalgen.analogues.relax import Relaxer, as_relaxer, relax_results
 from crystalgen.data.reference import REFERENCE_POOL
 from crystalgen.distinct import distinct_results
 from crystalgen.generation.options import DEFAULT_BATCH_SIZE, SamplingOptions
+from crystalgen.generation.plan_search import best_by_plan
 from crystalgen.generation.request import GenerationRequest, RequestError, parse_composition
 from crystalgen.generation.rounds import Rounds
 from crystalgen.model import CrystalModel
@@ -74,6 +76,8 @@ class CrystalGenerator:
         min_distance: float = MIN_DISTANCE_A,
         strategy: str = "auto",
         reference: str | Path | AnalogueIndex | None = None,
+        analogue_config: AnalogueConfig | None = None,
+        plan_search: int = 1,
     ) -> None:
         """``workers``: sampling processes for large requests (None: one per core on a
         CPU, none on a GPU or inside a worker process; 0: everything in this process).
@@ -81,7 +85,12 @@ class CrystalGenerator:
         ``min_distance``: the distance guard (Å) every call uses unless it gives its own
         (see :meth:`sample`); 0 turns it off.
         ``strategy``: the default of :meth:`predict_structure` (see :attr:`STRATEGIES`);
-        ``reference``: the analogue corpus (default: the shipped reference pool)."""
+        ``reference``: the analogue corpus (default: the shipped reference pool);
+        ``analogue_config``: how analogues are ranked (default: ``AnalogueConfig()``, the
+        combined ranking with this generator's model, no CHGNet term);
+        ``plan_search``: structure prediction's model candidates are the best of this many
+        samples per wanted one by plan log-probability (:mod:`crystalgen.generation.plan_search`;
+        1: as sampled)."""
         _check_strategy(strategy)
         self.model = model.eval()
         self.device = torch.device(device)
@@ -92,12 +101,15 @@ class CrystalGenerator:
         self._rounds = Rounds(self.model, max_atoms, self.workers, self.model_dir)
         self.strategy = strategy
         self.reference = reference
+        self.analogue_config = analogue_config or AnalogueConfig()
+        self.plan_search = max(1, int(plan_search))
         self._analogues: tuple[object, AnalogueGenerator] | None = None  # (its corpus, the generator)
 
     def analogues(self, reference: str | Path | AnalogueIndex | None = None) -> AnalogueGenerator:
         """The analogue generator over ``reference`` (default: this generator's corpus, else
         the shipped pool), kept while the same corpus is asked for (an index object by
-        identity, a path by its text)."""
+        identity, a path by its text). This generator's model scores and re-ranks its top
+        candidates (:mod:`crystalgen.analogues.ranking`)."""
         if reference is None:
             reference = self.reference if self.reference is not None else REFERENCE_POOL
         if self._analogues is not None:
@@ -105,7 +117,8 @@ class CrystalGenerator:
             paths = isinstance(held, (str, Path)) and isinstance(reference, (str, Path))
             if held is reference or (paths and str(held) == str(reference)):
                 return generator
-        generator = AnalogueGenerator(reference, AnalogueConfig(exact_cell=True))
+        generator = AnalogueGenerator(reference, dataclasses.replace(self.analogue_config, exact_cell=True),
+                                      model=self.model)
         self._analogues = (reference, generator)
         return generator
 
@@ -223,8 +236,11 @@ class CrystalGenerator:
             raise
         opts = self.options(options, temperature=temperature, seed=seed, batch_size=batch_size, validate=validate,
                             progress=progress, min_distance=min_distance)
-        extra = n - len(analogue) if analogue else 0  # room for model candidates that repeat an analogue
-        model = self.generate(request, n - len(analogue) + extra, options=opts.with_(only_valid=False, max_rounds=3))
+        want = n - len(analogue)
+        want += want if analogue else 0  # room for model candidates that repeat an analogue
+        model = self.generate(request, want * self.plan_search, options=opts.with_(only_valid=False, max_rounds=3))
+        if self.plan_search > 1:
+            model = best_by_plan(self.model, model, want)
         return distinct_results(analogue + model, n) if analogue else model
 
     def predict_structures(
@@ -277,7 +293,9 @@ class CrystalGenerator:
                 requests.append(None)
         opts = self.options(options, temperature=temperature, seed=seed, batch_size=batch_size, validate=validate,
                             max_rounds=max_rounds, progress=progress, min_distance=min_distance)
-        model = self._rounds.generate_many(requests, n, opts)
+        model = self._rounds.generate_many(requests, n * self.plan_search, opts)
+        if self.plan_search > 1:
+            model = [best_by_plan(self.model, more, n) if more else more for more in model]
         return [distinct_results(found + more, n) if found else more[:n] for found, more in zip(analogue, model)]
 
     def generate(

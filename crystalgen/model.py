@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -33,6 +34,7 @@ from crystalgen.heads import (
     ValueEmbedding,
     VonMisesMixtureHead,
 )
+from crystalgen.representation.sequence import EncodedCrystal
 from crystalgen.representation.vocab import VOCAB_SIZE
 
 #: value kind code -> loss name (kinds follow representation.sequence: 0 token, 1..3 values)
@@ -73,6 +75,26 @@ class CrystalModelConfig:
         if unknown:
             raise ValueError(f"unknown model config keys {sorted(unknown)}; known: {sorted(names)}")
         return cls(**d)
+
+
+def collate(sequences: list[EncodedCrystal], multiple: int = 16) -> dict[str, torch.Tensor]:
+    """Right-pad sequences into a batch (``<pad>`` = 0, padding is never a target).
+
+    The length is rounded up to a ``multiple``, so that a GPU sees few distinct shapes.
+    """
+    n, t = len(sequences), max(len(s) for s in sequences)
+    t = -(-t // multiple) * multiple
+    tokens = np.zeros((n, t), np.int64)
+    values = np.zeros((n, t), np.float32)
+    kinds = np.zeros((n, t), np.int64)
+    free = np.zeros((n, t), bool)
+    loss_mask = np.zeros((n, t), bool)
+    for i, s in enumerate(sequences):
+        m = len(s)
+        tokens[i, :m], values[i, :m], kinds[i, :m] = s.tokens, s.values, s.value_kind
+        free[i, :m], loss_mask[i, :m] = s.free, s.loss_mask
+    arrays = dict(tokens=tokens, values=values, value_kind=kinds, free=free, loss_mask=loss_mask)
+    return {k: torch.from_numpy(v) for k, v in arrays.items()}
 
 
 class CrystalModel(nn.Module):

@@ -7,6 +7,7 @@ Imports run downward only (checked by ``python -m crystalgen.devtools.imports``)
     decoder  -> guard, request, options     (the batched decode loop: admit / prefill / step / commit)
     guard                                   (distance guard for the last free coordinate of a site)
     rng                                     (per-sequence random keys)
+    plan_search -> analogues.model_score    (best-of-N model candidates by plan log-prob)
     request, options, protocol              (what was asked for, how to sample, who can be driven)
 
 ``crystalgen.api`` is the facade over this package.

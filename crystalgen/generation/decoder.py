@@ -63,10 +63,10 @@ class Row:
     """Decoding state of one sequence of the batch."""
 
     __slots__ = ("grammar", "rule", "mask", "in_plan", "elements_seen", "tokens", "values", "ll", "failed",
-                 "pending", "index", "prefix_len", "clearance", "key")
+                 "pending", "index", "prefix_len", "clearance", "key", "forced")
 
     def __init__(self, grammar: Grammar, rule: ElementRule | None, index: int, prefix_len: int, key: int,
-                 guard: bool) -> None:
+                 guard: bool, forced: tuple[int, ...] = ()) -> None:
         self.grammar = grammar
         self.rule = rule
         self.mask = rule.element_mask() if rule is not None and rule.allowed is not None else None
@@ -81,6 +81,7 @@ class Row:
         self.prefix_len = prefix_len
         self.clearance = Clearance() if guard else None
         self.key = key  # the sequence's random stream
+        self.forced = forced  # tokens written first, whatever the model says (a given plan)
 
     @property
     def positions(self) -> int:
@@ -128,6 +129,7 @@ class Batch:
     min_distance: MinDistance
     max_atoms: int
     max_new: int
+    plans: list[np.ndarray] | None = None  # per prefix, tokens forced after `<plan>`
     waiting: Iterator[int] = field(init=False)
     slots: list[Row | None] = field(default_factory=list)
     cache: object | None = None
@@ -155,15 +157,18 @@ def generate_batch(
     max_atoms: int = DEFAULT_MAX_ATOMS,
     max_new: int = 512,
     min_distance: MinDistance = 0.0,
+    plans: list[np.ndarray] | None = None,
 ) -> list[SampledSequence | None]:
     """Complete every prefix (each ending in ``<plan>``) to ``<eos>``, all in one batch;
     prefix i draws from key i of ``seed`` (:func:`~crystalgen.generation.rng.sequence_keys`).
     One :class:`SampledSequence` per prefix, or None where the prefix has no legal
-    completion or the element rule left no legal token."""
+    completion or the element rule left no legal token. ``plans``: per prefix, tokens
+    forced right after ``<plan>`` (a given plan: the model then writes what follows it; a
+    forced token the grammar refuses ends the row as None)."""
     keys = sequence_keys(seed, 0, len(prefixes))
     out: list[SampledSequence | None] = [None] * len(prefixes)
     for i, seq in generate_stream(model, prefixes, keys, rules, temperature, max_atoms, max_new,
-                                  batch_size=max(len(prefixes), 1), min_distance=min_distance):
+                                  batch_size=max(len(prefixes), 1), min_distance=min_distance, plans=plans):
         out[i] = seq
     return out
 
@@ -179,6 +184,7 @@ def generate_stream(
     max_new: int = 512,
     batch_size: int = 512,
     min_distance: MinDistance = 0.0,
+    plans: list[np.ndarray] | None = None,
 ) -> Iterator[tuple[int, SampledSequence | None]]:
     """Yield ``(index of the prefix, sequence or None)`` as sequences finish, keeping up
     to ``batch_size`` of them running.
@@ -186,10 +192,11 @@ def generate_stream(
     ``keys``: one uint64 random-stream key per prefix (:func:`~crystalgen.generation.rng.sequence_keys`).
     ``min_distance`` (Å or a per-pair matrix; 0 = off): the distance guard for the last
     free coordinate of each site (at ``temperature > 0``). Off here, the model as
-    trained; the API and CLI turn it on.
+    trained; the API and CLI turn it on. ``plans``: as in :func:`generate_batch`; forced
+    tokens add nothing to the log-likelihood.
     """
     batch = Batch(prefixes, rules or [None] * len(prefixes), np.asarray(keys, np.uint64), batch_size,
-                  temperature, min_distance, max_atoms, max_new)
+                  temperature, min_distance, max_atoms, max_new, plans)
     while True:
         admit(model, batch)
         yield from batch.finished
@@ -212,7 +219,8 @@ def _start_rows(batch: Batch, count: int) -> list[Row]:
             log.debug("no legal completion: %s", err)
             batch.finished.append((i, None))
             continue
-        rows.append(Row(grammar, batch.rules[i], i, len(batch.prefixes[i]), int(batch.keys[i]), batch.guard))
+        forced = () if batch.plans is None else tuple(int(t) for t in batch.plans[i])
+        rows.append(Row(grammar, batch.rules[i], i, len(batch.prefixes[i]), int(batch.keys[i]), batch.guard, forced))
         if len(rows) == count:
             break
     return rows
@@ -329,7 +337,10 @@ def step(model, batch: Batch) -> None:
                 row.pending = (allowed.token, float(allowed.derived_value), allowed.kind)
             continue
         m = row.token_mask(allowed)
-        forced = _only_token(m)
+        if len(row.tokens) < len(row.forced):  # a given plan's token (False in the mask: the row fails)
+            forced = row.forced[len(row.tokens)] if m[row.forced[len(row.tokens)]] else -1
+        else:
+            forced = _only_token(m)
         if forced == -1:
             row.failed = True
             continue

@@ -23,9 +23,9 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from crystalgen.progress import progress_bar
 
+from crystalgen.model import collate  # noqa: F401 (the training batches; defined beside the model)
+from crystalgen.progress import progress_bar
 from crystalgen.representation import vocab as V
 from crystalgen.representation.equivalent import EquivalentForms
 from crystalgen.representation.sequence import (
@@ -174,26 +174,6 @@ def split(data: EncodedCorpus, val_fraction: float, seed: int) -> tuple[EncodedC
     """(train, validation) by :func:`is_validation` of each material id."""
     held = np.array([is_validation(m, val_fraction, seed) for m in data.ids], dtype=bool)
     return data.subset(~held), data.subset(held)
-
-
-def collate(sequences: list[EncodedCrystal], multiple: int = 16) -> dict[str, torch.Tensor]:
-    """Right-pad sequences into a batch (``<pad>`` = 0, padding is never a target).
-
-    The length is rounded up to a ``multiple``, so that a GPU sees few distinct shapes.
-    """
-    n, t = len(sequences), max(len(s) for s in sequences)
-    t = -(-t // multiple) * multiple
-    tokens = np.zeros((n, t), np.int64)
-    values = np.zeros((n, t), np.float32)
-    kinds = np.zeros((n, t), np.int64)
-    free = np.zeros((n, t), bool)
-    loss_mask = np.zeros((n, t), bool)
-    for i, s in enumerate(sequences):
-        m = len(s)
-        tokens[i, :m], values[i, :m], kinds[i, :m] = s.tokens, s.values, s.value_kind
-        free[i, :m], loss_mask[i, :m] = s.free, s.loss_mask
-    arrays = dict(tokens=tokens, values=values, value_kind=kinds, free=free, loss_mask=loss_mask)
-    return {k: torch.from_numpy(v) for k, v in arrays.items()}
 
 
 def bucketed_batches(lengths: np.ndarray, batch_size: int, bucket_batches: int, rng: np.random.Generator) -> list[np.ndarray]:
