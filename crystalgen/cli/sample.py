@@ -80,8 +80,16 @@ def _only_valid_shortfall(n_kept: int, n: int, unfiltered, budget: int | None) -
               help="With --formula: model samples plans from the model; analogue substitutes elements into reference "
                    "structures of the same anonymous formula (the formula is then the cell content: Li4Fe4P4O16 for "
                    "four formula units); auto lists analogues first, then the model's candidates.")
+@click.option("--charge-neutral/--no-charge-neutral", default=True, show_default=True,
+              help="De novo (--chemsys, --elements, none): plans are charge-neutral by the validators' rule (SMACT "
+                   "oxidation states, Pauling test) or one element; --no-charge-neutral samples plans as trained.")
+@click.option("--allow-intermetallic", is_flag=True,
+              help="De novo: also allow all-metal plans with oxidation state 0 (alloys; CDVAE counts them valid).")
+@click.option("--volume-guard/--no-volume-guard", default=True, show_default=True,
+              help="Keep each cell's volume per atom in the plan's bin (redraws of the last free lattice length).")
 def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, seed, batch_size, workers, device,
-            model_path, out, fmt, overwrite, trace, only_valid, min_distance, covalent_ratio, strategy) -> None:
+            model_path, out, fmt, overwrite, trace, only_valid, min_distance, covalent_ratio, strategy,
+            charge_neutral, allow_intermetallic, volume_guard) -> None:
     """Generate crystal structures and write them to OUT.
 
     \b
@@ -103,14 +111,17 @@ def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, s
     try:
         gen = CrystalGenerator.from_pretrained(model_path, device=device, workers=workers)
         request = GenerationRequest.build(formula, chemsys, element_list, spacegroup, num_atoms,
-                                          max_atoms=gen.max_atoms)
+                                          max_atoms=gen.max_atoms, charge_neutral=charge_neutral,
+                                          allow_intermetallic=allow_intermetallic)
     except (RequestError, FileNotFoundError) as err:
         raise click.UsageError(str(err)) from None
     start = time.perf_counter()
     unfiltered = []
     try:
         options = SamplingOptions(temperature=temperature, seed=seed, batch_size=batch_size, min_distance=min_distance,
-                                  covalent_ratio=covalent_ratio, validate=True, only_valid=only_valid, progress=sys.stderr.isatty())
+                                  covalent_ratio=covalent_ratio, validate=True, only_valid=only_valid,
+                                  progress=sys.stderr.isatty(), charge_neutral=charge_neutral,
+                                  allow_intermetallic=allow_intermetallic, volume_guard=volume_guard)
         if strategy == "model":
             results = gen.generate(request, n, options=options)
         else:
