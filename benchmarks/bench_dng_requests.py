@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import sys
 import time
@@ -34,6 +35,14 @@ SETTINGS = {
 def _rate(results, key: str) -> float | None:
     verdicts = [r.report["checks"][key]["pass"] for r in results if r.report and key in r.report["checks"]]
     return round(sum(bool(v) for v in verdicts) / len(verdicts), 4) if verdicts else None
+
+
+def _cpu() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.machine()
 
 
 def main() -> None:
@@ -68,7 +77,7 @@ def main() -> None:
         "benchmark": "bench_dng_requests",
         "command": "python " + " ".join(sys.argv),
         "date": datetime.date.today().isoformat(),
-        "hardware": f"{platform.processor() or platform.machine()}, torch threads 1, one process",
+        "hardware": f"{_cpu()}, {os.cpu_count()} cores, torch threads 1, one process",
         "settings": {"seed": 0, "n": args.n, "workers": 0, "min_distance": gen.min_distance, "variants": SETTINGS},
         "rows": rows,
     }

@@ -18,9 +18,9 @@ plan becomes an ionic compound rather than a lone element padded to the atom bud
 
 Counts are multiples of Z, so charges are summed in units of Z atoms. With a named element
 set (``--chemsys``, ``--elements``) the completion is an exact depth-first search over the
-elements still allowed; with every element open, one further element must close the
-charge (there is always a later anion or cation of the needed charge unless the budget or
-the Wyckoff positions forbid it), which keeps the open search small.
+elements still allowed; with every element open, the witness may use one further element
+to close the charge, which keeps the open search small (a plan that could only be balanced
+by two or more further elements is not offered; any offered step still has a completion).
 """
 from __future__ import annotations
 
