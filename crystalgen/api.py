@@ -78,6 +78,9 @@ class CrystalGenerator:
         reference: str | Path | AnalogueIndex | None = None,
         analogue_config: AnalogueConfig | None = None,
         plan_search: int = 1,
+        charge_neutral: bool = True,
+        allow_intermetallic: bool = False,
+        volume_guard: bool = True,
     ) -> None:
         """``workers``: sampling processes for large requests (None: one per core on a
         CPU, none on a GPU or inside a worker process; 0: everything in this process).
@@ -90,7 +93,9 @@ class CrystalGenerator:
         combined ranking with this generator's model, no CHGNet term);
         ``plan_search``: structure prediction's model candidates are the best of this many
         samples per wanted one by plan log-probability (:mod:`crystalgen.generation.plan_search`;
-        1: as sampled)."""
+        1: as sampled).
+        ``charge_neutral``, ``allow_intermetallic``: the de novo plan rule, and
+        ``volume_guard`` (see :class:`SamplingOptions`), every call uses unless it gives its own."""
         _check_strategy(strategy)
         self.model = model.eval()
         self.device = torch.device(device)
@@ -98,6 +103,9 @@ class CrystalGenerator:
         self.workers = default_workers(self.device.type) if workers is None else int(workers)
         self.model_dir = str(model_dir) if model_dir is not None else None
         self.min_distance = float(min_distance)
+        self.charge_neutral = bool(charge_neutral)
+        self.allow_intermetallic = bool(allow_intermetallic)
+        self.volume_guard = bool(volume_guard)
         self._rounds = Rounds(self.model, max_atoms, self.workers, self.model_dir)
         self.strategy = strategy
         self.reference = reference
@@ -145,9 +153,11 @@ class CrystalGenerator:
         return cls(CrystalModel.from_pretrained(directory, device=device), device=device, model_dir=directory, **kwargs)
 
     def options(self, options: SamplingOptions | None = None, **changes) -> SamplingOptions:
-        """Sampling options: ``options`` (default: this generator's guard distance) with
-        ``changes`` applied (None values ignored)."""
-        base = options if options is not None else SamplingOptions(min_distance=self.min_distance)
+        """Sampling options: ``options`` (default: this generator's guard distance and plan
+        rule) with ``changes`` applied (None values ignored)."""
+        base = options if options is not None else SamplingOptions(
+            min_distance=self.min_distance, charge_neutral=self.charge_neutral,
+            allow_intermetallic=self.allow_intermetallic, volume_guard=self.volume_guard)
         return base.with_(**changes)
 
     # ------------------------------------------------------------------------------------
@@ -168,6 +178,9 @@ class CrystalGenerator:
         progress: bool | None = None,
         min_distance: float | None = None,
         options: SamplingOptions | None = None,
+        charge_neutral: bool | None = None,
+        allow_intermetallic: bool | None = None,
+        volume_guard: bool | None = None,
     ) -> list[GenerationResult]:
         """Generate ``n`` crystals; see :meth:`GenerationRequest.build` for what to ask for
         and :class:`SamplingOptions` for how (keywords override ``options``).
@@ -179,12 +192,18 @@ class CrystalGenerator:
         runs out. ``min_distance`` (Å; None: the generator's): the distance guard, which
         redraws the last free coordinate of a site whose orbit would come closer than
         this to an atom already placed (:mod:`crystalgen.generation.guard`); 0 samples
-        the model unguarded.
+        the model unguarded. ``charge_neutral`` (default True): de novo plans are
+        charge-neutral by the charge validator's rule, or one element; ``allow_intermetallic``:
+        all-metal plans too; ``volume_guard`` (default True): cells in the plan's volume
+        bin (see :class:`SamplingOptions`).
         """
-        request = GenerationRequest.build(formula, chemsys, elements, spacegroup, num_atoms, max_atoms=self.max_atoms)
         opts = self.options(options, temperature=temperature, seed=seed, batch_size=batch_size, validate=validate,
                             only_valid=only_valid, max_rounds=max_rounds, progress=progress,
-                            min_distance=min_distance)
+                            min_distance=min_distance, charge_neutral=charge_neutral,
+                            allow_intermetallic=allow_intermetallic, volume_guard=volume_guard)
+        request = GenerationRequest.build(formula, chemsys, elements, spacegroup, num_atoms, max_atoms=self.max_atoms,
+                                          charge_neutral=opts.charge_neutral,
+                                          allow_intermetallic=opts.allow_intermetallic)
         return self.generate(request, n, options=opts)
 
     def predict_structure(

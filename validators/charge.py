@@ -23,17 +23,15 @@ from math import gcd
 import smact
 from pymatgen.core import Composition, Element, Structure
 
+from crystalgen.representation.charge import metals, pauling, smact_states
 from crystalgen.validators.cell import Cell, as_cell
 from crystalgen.validators.result import CheckResult
 
-_METALS = frozenset(smact.metals)
 
-
-@lru_cache(maxsize=None)
 def _smact_element(symbol: str) -> tuple[tuple[int, ...], float | None]:
-    """(oxidation states as in SMACT 1.4 / CDVAE, Pauling electronegativity)."""
-    el = smact.Element(symbol)
-    return tuple(el.oxidation_states_smact14 or ()), el.pauling_eneg
+    """(oxidation states as in SMACT 1.4 / CDVAE, Pauling electronegativity): the same
+    lists the sampler's charge-aware plans draw from (``crystalgen.representation.charge``)."""
+    return smact_states(symbol), pauling(symbol)
 
 
 def _pauling_ok(ox_states: tuple[int, ...], enegs: tuple[float | None, ...]) -> bool:
@@ -54,7 +52,7 @@ def _smact_valid_reduced(symbols: tuple[str, ...], counts: tuple[int, ...]) -> b
     """The CDVAE rule on a gcd-reduced composition (cached: compositions repeat a lot)."""
     if len(set(symbols)) == 1:
         return True
-    if all(s in _METALS for s in symbols):  # alloys count as valid (include_alloys=True)
+    if all(s in metals() for s in symbols):  # alloys count as valid (include_alloys=True)
         return True
     data = [_smact_element(s) for s in symbols]
     enegs = tuple(d[1] for d in data)

@@ -23,7 +23,8 @@ DNG_COLUMNS = [
 
 
 def _generators(model: str | None, baseline: str | None, compare: bool, oracle_structures, pyxtal_pool=None,
-                min_distance: float = 0.5, strategy: str = "model", reference=None):
+                min_distance: float = 0.5, strategy: str = "model", reference=None, charge_neutral: bool = True,
+                allow_intermetallic: bool = False, volume_guard: bool = True):
     """[(name, generator)], the primary first; the model is imported only if used."""
     from crystalgen.evaluation.baseline import PyXtalBaseline
     from crystalgen.evaluation.oracle import OracleGenerator
@@ -34,7 +35,9 @@ def _generators(model: str | None, baseline: str | None, compare: bool, oracle_s
     elif baseline == "oracle":
         primary = OracleGenerator(oracle_structures)
     else:
-        primary = load_model_generator(model, min_distance=min_distance, strategy=strategy, reference=reference)
+        primary = load_model_generator(model, min_distance=min_distance, strategy=strategy, reference=reference,
+                                       charge_neutral=charge_neutral, allow_intermetallic=allow_intermetallic,
+                                       volume_guard=volume_guard)
     out = [(("model" if strategy == "model" else f"model ({strategy})") if baseline is None else baseline, primary)]
     if compare and baseline != "pyxtal":
         out.append(("pyxtal", PyXtalBaseline(pyxtal_pool)))
@@ -175,9 +178,15 @@ def csp(test_path, n_samples, limit, strategy, reference, energy_top, energy_wei
               help="Training crystals: reference for novelty (and the PyXtal baseline's compositions).")
 @click.option("--test-limit", type=int, default=None, help="Use a seeded random subset of the test crystals.")
 @click.option("--no-coverage", is_flag=True, help="Skip COV-R/COV-P (CrystalNN fingerprints are slow).")
+@click.option("--charge-neutral/--no-charge-neutral", default=True, show_default=True,
+              help="The model's plans are charge-neutral (or one element) by grammar masks; "
+                   "--no-charge-neutral samples its plans as trained.")
+@click.option("--allow-intermetallic", is_flag=True, help="Also allow all-metal plans (CDVAE counts alloys valid).")
+@click.option("--volume-guard/--no-volume-guard", default=True, show_default=True,
+              help="Keep each cell's volume per atom in its plan's bin (redraws of the last free length).")
 @_common
-def dng(n, test_path, train_path, test_limit, no_coverage, model, baseline, compare, seed, min_distance, workers,
-        json_out, png_out, overwrite) -> None:
+def dng(n, test_path, train_path, test_limit, no_coverage, charge_neutral, allow_intermetallic, volume_guard, model, baseline,
+        compare, seed, min_distance, workers, json_out, png_out, overwrite) -> None:
     """De novo generation: validity, uniqueness, novelty, coverage, Wasserstein distances."""
     _check_outputs(overwrite, json_out, png_out)
     from crystalgen.evaluation.datasets import load_structures
@@ -202,7 +211,8 @@ def dng(n, test_path, train_path, test_limit, no_coverage, model, baseline, comp
 
     rows, densities = {}, {}
     for name, generator in _generators(model, baseline, compare, test.structures if test else [], pool,
-                                       min_distance=min_distance):
+                                       min_distance=min_distance, charge_neutral=charge_neutral,
+                                       allow_intermetallic=allow_intermetallic, volume_guard=volume_guard):
         run = evaluate_dng(generator, config, reference, train.structures if train else None)
         rows[name] = run.summary
         densities[name] = [s.density for s in run.scores if s is not None and s.valid]
@@ -213,6 +223,9 @@ def dng(n, test_path, train_path, test_limit, no_coverage, model, baseline, comp
         n_train=len(train.structures) if train else None,
         pyxtal_compositions=("training set" if train else "test set") if pool_source else None,
         min_distance=min_distance,
+        charge_neutral=charge_neutral,
+        allow_intermetallic=allow_intermetallic,
+        volume_guard=volume_guard,
     )
     report = build_report(settings, rows, primary=next(iter(rows)))
     click.echo(format_table(rows, DNG_COLUMNS))

@@ -123,9 +123,16 @@ def _relaxer(top: int):
               help="Relax the top --relax-top crystals with CHGNet (FIRE, symmetry kept, 100 steps) and re-rank them "
                    "by energy per atom; a relax that diverges keeps the unrelaxed crystal (the trace says why).")
 @click.option("--relax-top", type=click.IntRange(1), default=3, show_default=True, help="How many crystals --relax relaxes.")
+@click.option("--charge-neutral/--no-charge-neutral", default=True, show_default=True,
+              help="De novo (--chemsys, --elements, none): plans are charge-neutral by the validators' rule (SMACT "
+                   "oxidation states, Pauling test) or one element; --no-charge-neutral samples plans as trained.")
+@click.option("--allow-intermetallic", is_flag=True,
+              help="De novo: also allow all-metal plans with oxidation state 0 (alloys; CDVAE counts them valid).")
+@click.option("--volume-guard/--no-volume-guard", default=True, show_default=True,
+              help="Keep each cell's volume per atom in the plan's bin (redraws of the last free lattice length).")
 def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, seed, batch_size, workers, device,
             model_path, out, fmt, chunk_size, overwrite, trace, only_valid, min_distance, covalent_ratio,
-            strategy, relax, relax_top) -> None:
+            strategy, relax, relax_top, charge_neutral, allow_intermetallic, volume_guard) -> None:
     """Generate crystal structures and write them to OUT.
 
     \b
@@ -149,14 +156,17 @@ def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, s
     try:
         gen = CrystalGenerator.from_pretrained(model_path, device=device, workers=workers)
         request = GenerationRequest.build(formula, chemsys, element_list, spacegroup, num_atoms,
-                                          max_atoms=gen.max_atoms)
+                                          max_atoms=gen.max_atoms, charge_neutral=charge_neutral,
+                                          allow_intermetallic=allow_intermetallic)
     except (RequestError, FileNotFoundError) as err:
         raise click.UsageError(str(err)) from None
     start = time.perf_counter()
     tally, unfiltered = _Tally(), []
     try:
         options = SamplingOptions(temperature=temperature, seed=seed, batch_size=batch_size, min_distance=min_distance,
-                                  covalent_ratio=covalent_ratio, validate=True, only_valid=only_valid, progress=True)
+                                  covalent_ratio=covalent_ratio, validate=True, only_valid=only_valid, progress=True,
+                                  charge_neutral=charge_neutral, allow_intermetallic=allow_intermetallic,
+                                  volume_guard=volume_guard)
         if strategy == "model":
             chunks = gen.stream(request, n, options, chunk=chunk_size)
         else:

@@ -9,7 +9,7 @@ The loop is four small functions around an explicit :class:`Batch`:
   positions masked, so no step waits for the longest sequence);
 - :func:`step`: choose every live row's next position. At a token position the token
   head's logits are masked to what the row's :class:`~crystalgen.representation.grammar.Grammar`
-  allows (and, during the plan, to the request's elements); at a free value position a
+  allows (the request's plan rule included: elements, charge neutrality); at a free value position a
   draw from the value head of that kind (lattice length, angle, fractional coordinate),
   or its mode at ``temperature == 0``; the last free coordinate of a site goes through
   the distance guard (:mod:`crystalgen.generation.guard`); a derived value is the one the
@@ -31,12 +31,12 @@ import numpy as np
 import torch
 
 from crystalgen.generation.guard import CANDIDATES, Clearance, MinDistance
-from crystalgen.generation.request import ElementRule
 from crystalgen.generation.rng import sequence_keys, streams_at
+from crystalgen.generation.volume import pick_in_bin
 from crystalgen.heads import masked_logits, sample_token
-from crystalgen.representation import vocab as V
+from crystalgen.representation.charge import PlanRule
 from crystalgen.representation.grammar import DEFAULT_MAX_ATOMS, Grammar, NoLegalCompletion, ValueSlot
-from crystalgen.representation.sequence import VK_COORD
+from crystalgen.representation.sequence import VK_COORD, VK_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +62,12 @@ class SampledSequence:
 class Row:
     """Decoding state of one sequence of the batch."""
 
-    __slots__ = ("grammar", "rule", "mask", "in_plan", "elements_seen", "tokens", "values", "ll", "failed",
-                 "pending", "index", "prefix_len", "clearance", "key", "forced")
+    __slots__ = ("grammar", "tokens", "values", "ll", "failed", "pending", "index", "prefix_len", "clearance", "key",
+                 "forced")
 
-    def __init__(self, grammar: Grammar, rule: ElementRule | None, index: int, prefix_len: int, key: int,
-                 guard: bool, forced: tuple[int, ...] = ()) -> None:
+    def __init__(self, grammar: Grammar, index: int, prefix_len: int, key: int, guard: bool,
+                 forced: tuple[int, ...] = ()) -> None:
         self.grammar = grammar
-        self.rule = rule
-        self.mask = rule.element_mask() if rule is not None and rule.allowed is not None else None
-        self.in_plan = True
-        self.elements_seen: set[str] = set()
         self.tokens: list[int] = []
         self.values: list[float] = []
         self.ll = 0.0
@@ -99,36 +95,20 @@ class Row:
         vals = np.concatenate([np.zeros(len(prefix), np.float32), np.asarray(self.values, np.float32)])
         return SampledSequence(toks, vals, self.ll)
 
-    def token_mask(self, allowed: np.ndarray) -> np.ndarray:
-        """The grammar's mask, narrowed by the element rule while the plan is written."""
-        if self.rule is None or not self.in_plan:
-            return allowed
-        mask = allowed if self.mask is None else allowed & self.mask
-        if self.rule.required - self.elements_seen:
-            # the plan may not close before every required element has appeared
-            mask = mask.copy()
-            mask[V.VPA0 : V.VPA0 + V.N_VPA] = False
-        return mask
-
-    def record_token(self, tok: int) -> None:
-        if tok == V.END_PLAN:
-            self.in_plan = False
-        elif self.in_plan and V.in_range(tok, V.EL0, len(V.ELEMENTS)):
-            self.elements_seen.add(V.token_element(tok))
-
 
 @dataclass
 class Batch:
     """Everything the loop carries between steps: the work, the slots, the model's cache."""
 
     prefixes: list[np.ndarray]
-    rules: list[ElementRule | None]
+    rules: list[PlanRule | None]
     keys: np.ndarray  # uint64, one random-stream key per prefix
     batch_size: int
     temperature: float
     min_distance: MinDistance
     max_atoms: int
     max_new: int
+    volume_guard: bool = False
     plans: list[np.ndarray] | None = None  # per prefix, tokens forced after `<plan>`
     waiting: Iterator[int] = field(init=False)
     slots: list[Row | None] = field(default_factory=list)
@@ -151,7 +131,7 @@ class Batch:
 def generate_batch(
     model,
     prefixes: list[np.ndarray],
-    rules: list[ElementRule | None] | None = None,
+    rules: list[PlanRule | None] | None = None,
     temperature: float = 1.0,
     seed: int = 0,
     max_atoms: int = DEFAULT_MAX_ATOMS,
@@ -162,9 +142,9 @@ def generate_batch(
     """Complete every prefix (each ending in ``<plan>``) to ``<eos>``, all in one batch;
     prefix i draws from key i of ``seed`` (:func:`~crystalgen.generation.rng.sequence_keys`).
     One :class:`SampledSequence` per prefix, or None where the prefix has no legal
-    completion or the element rule left no legal token. ``plans``: per prefix, tokens
-    forced right after ``<plan>`` (a given plan: the model then writes what follows it; a
-    forced token the grammar refuses ends the row as None)."""
+    completion under its rule. ``plans``: per prefix, tokens forced right after ``<plan>``
+    (a given plan: the model then writes what follows it; a forced token the grammar
+    refuses ends the row as None)."""
     keys = sequence_keys(seed, 0, len(prefixes))
     out: list[SampledSequence | None] = [None] * len(prefixes)
     for i, seq in generate_stream(model, prefixes, keys, rules, temperature, max_atoms, max_new,
@@ -178,12 +158,13 @@ def generate_stream(
     model,
     prefixes: list[np.ndarray],
     keys: np.ndarray,
-    rules: list[ElementRule | None] | None = None,
+    rules: list[PlanRule | None] | None = None,
     temperature: float = 1.0,
     max_atoms: int = DEFAULT_MAX_ATOMS,
     max_new: int = 512,
     batch_size: int = 512,
     min_distance: MinDistance = 0.0,
+    volume_guard: bool = False,
     plans: list[np.ndarray] | None = None,
 ) -> Iterator[tuple[int, SampledSequence | None]]:
     """Yield ``(index of the prefix, sequence or None)`` as sequences finish, keeping up
@@ -192,11 +173,14 @@ def generate_stream(
     ``keys``: one uint64 random-stream key per prefix (:func:`~crystalgen.generation.rng.sequence_keys`).
     ``min_distance`` (Å or a per-pair matrix; 0 = off): the distance guard for the last
     free coordinate of each site (at ``temperature > 0``). Off here, the model as
-    trained; the API and CLI turn it on. ``plans``: as in :func:`generate_batch`; forced
-    tokens add nothing to the log-likelihood.
+    trained; the API and CLI turn it on. ``volume_guard``: in de novo rows (those with a
+    plan rule) the last free lattice length keeps the cell in the plan's volume-per-atom
+    bin (:mod:`crystalgen.generation.volume`). ``plans``: as in :func:`generate_batch`;
+    forced tokens add nothing to the log-likelihood.
     """
     batch = Batch(prefixes, rules or [None] * len(prefixes), np.asarray(keys, np.uint64), batch_size,
-                  temperature, min_distance, max_atoms, max_new, plans)
+                  temperature, min_distance, max_atoms, max_new, volume_guard=volume_guard and temperature > 0,
+                  plans=plans)
     while True:
         admit(model, batch)
         yield from batch.finished
@@ -214,13 +198,13 @@ def _start_rows(batch: Batch, count: int) -> list[Row]:
     rows: list[Row] = []
     for i in batch.waiting:
         try:
-            grammar = Grammar.start(batch.prefixes[i], max_atoms=batch.max_atoms)
+            grammar = Grammar.start(batch.prefixes[i], max_atoms=batch.max_atoms, rule=batch.rules[i])
         except NoLegalCompletion as err:
             log.debug("no legal completion: %s", err)
             batch.finished.append((i, None))
             continue
         forced = () if batch.plans is None else tuple(int(t) for t in batch.plans[i])
-        rows.append(Row(grammar, batch.rules[i], i, len(batch.prefixes[i]), int(batch.keys[i]), batch.guard, forced))
+        rows.append(Row(grammar, i, len(batch.prefixes[i]), int(batch.keys[i]), batch.guard, forced))
         if len(rows) == count:
             break
     return rows
@@ -318,6 +302,7 @@ def step(model, batch: Batch) -> None:
     token_masks: list[np.ndarray] = []
     value_slots: dict[int, list[int]] = {}
     guarded: list[int] = []
+    sized: list[int] = []
     for j in batch.live():
         row = rows[j]
         try:
@@ -331,16 +316,17 @@ def step(model, batch: Batch) -> None:
                 row.pending = (allowed.token, 0.0, allowed.kind)
                 if row.clearance is not None and row.grammar.last_free_coordinate_next():
                     guarded.append(j)
+                elif batch.volume_guard and row.grammar.rule is not None and row.grammar.last_free_length_next():
+                    sized.append(j)
                 else:
                     value_slots.setdefault(allowed.kind, []).append(j)
             else:
                 row.pending = (allowed.token, float(allowed.derived_value), allowed.kind)
             continue
-        m = row.token_mask(allowed)
-        if len(row.tokens) < len(row.forced):  # a given plan's token (False in the mask: the row fails)
-            forced = row.forced[len(row.tokens)] if m[row.forced[len(row.tokens)]] else -1
+        if len(row.tokens) < len(row.forced):  # a given plan's token (not allowed by the grammar: the row fails)
+            forced = row.forced[len(row.tokens)] if allowed[row.forced[len(row.tokens)]] else -1
         else:
-            forced = _only_token(m)
+            forced = _only_token(allowed)
         if forced == -1:
             row.failed = True
             continue
@@ -348,7 +334,7 @@ def step(model, batch: Batch) -> None:
             row.pending = (forced, 0.0, 0)
         else:
             token_slots.append(j)
-            token_masks.append(m)
+            token_masks.append(allowed)
     if token_slots:
         _draw_tokens(model, batch, token_slots, token_masks)
     for kind, slots in value_slots.items():
@@ -359,7 +345,10 @@ def step(model, batch: Batch) -> None:
             rows[j].pending = (rows[j].pending[0], v, kind)
             rows[j].ll += l
     if guarded:
-        _draw_clear(model, batch, guarded)
+        _draw_picked(model, batch, guarded, VK_COORD, lambda row, values: row.clearance.first_clear(
+            row.grammar.partial_crystal(), values, batch.min_distance))
+    if sized:
+        _draw_picked(model, batch, sized, VK_LENGTH, lambda row, values: pick_in_bin(row.grammar, values))
 
 
 def _draw_tokens(model, batch: Batch, slots: list[int], masks: list[np.ndarray]) -> None:
@@ -377,20 +366,20 @@ def _draw_tokens(model, batch: Batch, slots: list[int], masks: list[np.ndarray])
         batch.slots[j].ll += lp
 
 
-def _draw_clear(model, batch: Batch, slots: list[int]) -> None:
-    """The last free coordinate of a site for these rows: ``CANDIDATES`` draws each, keep
-    the first whose orbit stays clear of the placed atoms (else the farthest). The
+def _draw_picked(model, batch: Batch, slots: list[int], kind: int, pick) -> None:
+    """A guarded value for these rows: ``CANDIDATES`` draws each from the head of ``kind``,
+    keep the one ``pick(row, values)`` chooses (the distance guard: the first orbit clear
+    of the placed atoms; the volume guard: the first cell in the plan's bin). The
     log-likelihood counts the kept value under the untruncated head."""
     rows, hidden = batch.slots, batch.hidden
-    dist = model.value_distribution(hidden[torch.as_tensor(slots, device=hidden.device)], VK_COORD)
+    dist = model.value_distribution(hidden[torch.as_tensor(slots, device=hidden.device)], kind)
     drawn = dist.sample(batch.temperature, _streams(batch, slots, hidden.device), n=CANDIDATES).float()
     values = drawn.cpu().numpy()
-    pick = [rows[j].clearance.first_clear(rows[j].grammar.partial_crystal(), values[r], batch.min_distance)
-            for r, j in enumerate(slots)]
-    kept = drawn[torch.arange(len(slots)), torch.as_tensor(pick)]
+    chosen = [pick(rows[j], values[r]) for r, j in enumerate(slots)]
+    kept = drawn[torch.arange(len(slots)), torch.as_tensor(chosen)]
     lp = dist.log_prob(kept).cpu().numpy().tolist()
     for j, v, l in zip(slots, kept.cpu().numpy().tolist(), lp):
-        rows[j].pending = (rows[j].pending[0], v, VK_COORD)
+        rows[j].pending = (rows[j].pending[0], v, kind)
         rows[j].ll += l
 
 
@@ -413,7 +402,6 @@ def commit(model, batch: Batch) -> None:
             log.debug("sequence %d stopped: %s", row.index, err)
             row.failed = True
             continue
-        row.record_token(tok)
         row.tokens.append(tok)
         row.values.append(val)
         if len(row.tokens) >= batch.max_new and not row.grammar.done:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from crystalgen.representation.charge import PlanRule
 from crystalgen.validators.distance import MIN_COVALENT_RATIO, MIN_DISTANCE_A, pair_limits
 
 #: Sequences decoded together per process. Wider batches amortise the per-step cost of
@@ -28,6 +29,12 @@ class SamplingOptions:
     ``max_rounds``: at most ``max_rounds`` x ``n`` sequences are tried.
     ``progress``: show a progress bar.
     ``strategy``: where plans come from; ``"model"`` samples them from the model.
+    ``charge_neutral``: de novo plans are charge-neutral under the charge validator's rule
+    (SMACT oxidation states, Pauling test) or a single element, by grammar masks (False:
+    the model's plan as trained). ``allow_intermetallic``: all-metal plans too.
+    ``volume_guard``: de novo, the last free lattice length keeps the cell in the plan's
+    volume-per-atom bin (:mod:`crystalgen.generation.volume`; crystal structure prediction
+    is left as it was).
     """
 
     temperature: float = 1.0
@@ -40,6 +47,9 @@ class SamplingOptions:
     max_rounds: int = 10
     progress: bool = False
     strategy: str = "model"
+    charge_neutral: bool = True
+    allow_intermetallic: bool = False
+    volume_guard: bool = True
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -56,6 +66,12 @@ class SamplingOptions:
     def with_(self, **changes) -> "SamplingOptions":
         """A copy with some fields changed (None values are ignored)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def plan_rule(self, rule: PlanRule | None) -> PlanRule | None:
+        """A de novo request's plan rule with these options' charge settings."""
+        if rule is None:
+            return None
+        return replace(rule, neutral=self.charge_neutral, intermetallic=self.allow_intermetallic)
 
     @property
     def guard_distance(self) -> float:

@@ -9,32 +9,10 @@ import numpy as np
 from pymatgen.core import Composition, Element
 
 from crystalgen.representation import vocab as V
+from crystalgen.representation.charge import PlanRule
 from crystalgen.representation.grammar import DEFAULT_MAX_ATOMS, Grammar, NoLegalCompletion
 from crystalgen.representation.sequence import Conditioning, encode_prefix
 from crystalgen.representation.tables import element_order_key
-
-
-@dataclass(frozen=True)
-class ElementRule:
-    """Which elements the plan may use when the prefix gives no composition.
-
-    ``allowed``: elements the plan may draw from (None: any). ``required``: elements the
-    plan must contain, all of them (a chemical system); the grammar lists elements in
-    canonical order, so a required element can never be skipped past.
-    """
-
-    allowed: frozenset[str] | None = None
-    required: frozenset[str] = frozenset()
-
-    def element_mask(self) -> np.ndarray:
-        """Boolean mask over the vocabulary: element tokens this rule permits (others True)."""
-        mask = np.ones(V.VOCAB_SIZE, bool)
-        if self.allowed is not None:
-            els = slice(V.EL0, V.EL0 + len(V.ELEMENTS))
-            mask[els] = False
-            for el in self.allowed | self.required:
-                mask[V.element_token(el)] = True
-        return mask
 
 
 class RequestError(ValueError):
@@ -43,10 +21,11 @@ class RequestError(ValueError):
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """What to generate, resolved into the model's prefix and an element rule."""
+    """What to generate, resolved into the model's prefix and, de novo, the plan rule
+    (elements, charge neutrality) the grammar applies."""
 
     prefix: np.ndarray
-    rule: ElementRule | None
+    rule: PlanRule | None
     formula: str | None  # reduced formula asked for, for validation
     spacegroup: int | None
     num_atoms: int | None  # atoms in the primitive cell (checked after generation when no formula)
@@ -61,6 +40,8 @@ class GenerationRequest:
         num_atoms: int | None = None,
         exact_cell: bool = False,
         max_atoms: int = DEFAULT_MAX_ATOMS,
+        charge_neutral: bool = True,
+        allow_intermetallic: bool = False,
     ) -> "GenerationRequest":
         """Check a request and turn it into a prefix; raises :class:`RequestError`.
 
@@ -68,7 +49,10 @@ class GenerationRequest:
         multiple (``Li4Fe4P4O16``) or ``exact_cell=True`` fixes the primitive cell's
         content, as crystal structure prediction does. ``num_atoms``: atoms in the
         primitive cell. ``chemsys`` ("Li-Fe-O"): exactly these elements;
-        ``elements``: any subset of these.
+        ``elements``: any subset of these. De novo plans are charge-neutral (or one
+        element) unless ``charge_neutral`` is False; ``allow_intermetallic`` also allows
+        all-metal plans (:class:`~crystalgen.representation.charge.PlanRule`). A chemical
+        system with no such plan within ``max_atoms`` is a :class:`RequestError`.
         """
         given = [x is not None for x in (formula, chemsys, elements)]
         if sum(given) > 1:
@@ -76,7 +60,7 @@ class GenerationRequest:
         if spacegroup is not None and not 1 <= int(spacegroup) <= 230:
             raise RequestError(f"space group must be 1-230, got {spacegroup}")
         sg = int(spacegroup) if spacegroup is not None else None
-        rule = None
+        rule = PlanRule(neutral=charge_neutral, intermetallic=allow_intermetallic)
         cond = Conditioning(spacegroup=sg)
         reduced_formula = None
         if formula is not None:
@@ -103,16 +87,18 @@ class GenerationRequest:
                 spacegroup=sg,
             )
             reduced_formula = reduced.reduced_formula
+            rule = None
         elif chemsys is not None or elements is not None:
             names = chemsys.split("-") if isinstance(chemsys, str) else list(chemsys or elements)
             symbols = frozenset(_element(e) for e in names if e.strip())
             if not symbols:
                 raise RequestError("no elements given")
-            rule = ElementRule(allowed=symbols, required=symbols if chemsys is not None else frozenset())
+            rule = PlanRule(symbols, symbols if chemsys is not None else frozenset(), charge_neutral,
+                            allow_intermetallic)
         task = "csp" if cond.composition else "gen"
         prefix = encode_prefix(cond, task=task)
         try:
-            Grammar.start(prefix, max_atoms=max_atoms)
+            Grammar.start(prefix, max_atoms=max_atoms, rule=rule)
         except NoLegalCompletion as err:
             raise RequestError(str(err)) from None
         return cls(prefix, rule, reduced_formula, sg, num_atoms)

@@ -67,9 +67,9 @@ def run_shard(model, requests: list[GenerationRequest], spec: ShardSpec,
     opts = spec.options
     out: list[GenerationResult | None] = [None] * len(reqs)
     pending = 0
-    for i, seq in generate_stream(model, [r.prefix for r in reqs], spec.keys, [r.rule for r in reqs],
+    for i, seq in generate_stream(model, [r.prefix for r in reqs], spec.keys, [opts.plan_rule(r.rule) for r in reqs],
                                   opts.temperature, spec.max_atoms, batch_size=opts.batch_size,
-                                  min_distance=opts.guard_limits):
+                                  min_distance=opts.guard_limits, volume_guard=opts.volume_guard):
         out[i] = finish(seq, reqs[i], opts)
         pending += 1
         if report is not None and pending == REPORT_EVERY:

@@ -9,7 +9,9 @@ orbit multiplicities can still sum exactly to count x Z (`feasibility.feasible`,
 positions usable once), Z to what `<fu:k>` x centring and `max_atoms` allow, and space
 groups / crystal systems to those with at least one legal completion. Without a
 composition (de novo), elements come in canonical order, each element's atom count is a
-multiple of Z and the total stays within `max_atoms`. Masks are cached per state key.
+multiple of Z and the total stays within `max_atoms`; a `PlanRule` (`charge.py`) further
+limits the elements and keeps the plan completable into a charge-neutral composition.
+Masks are cached per state key.
 """
 from __future__ import annotations
 
@@ -20,6 +22,18 @@ import numpy as np
 
 from crystalgen.representation import vocab as V
 from crystalgen.representation.build_tables import LETTERS, SYSTEMS
+from crystalgen.representation.charge import (
+    POSITION,
+    PlanRule,
+    Written,
+    bounds_after,
+    can_finish,
+    compatible,
+    describe_states,
+    may_exist,
+    metals,
+    smact_states,
+)
 from crystalgen.representation.feasibility import REACH_LIMIT, feasible, group_info, next_state
 from crystalgen.representation.sequence import (
     LATTICE_KINDS,
@@ -27,7 +41,7 @@ from crystalgen.representation.sequence import (
     derived_coordinate,
     derived_lattice_value,
 )
-from crystalgen.representation.tables import SPACE_GROUPS, element_order_key
+from crystalgen.representation.tables import LATTICE_RULES, SPACE_GROUPS, element_order_key
 
 DEFAULT_MAX_ATOMS = 60
 
@@ -132,6 +146,94 @@ def _gen_can_close(sg: int, total: int, z: int, budget: int, min_wp: int, avail:
     return False
 
 
+@dataclass(frozen=True)
+class RuleOptions:
+    """De novo under a plan rule (charge-neutral, or several required elements): the
+    crystal systems, space groups and Z that some plan of the rule completes in, each
+    worked out when first asked for (a system needs one group, a group one Z: most answer
+    at their first try)."""
+
+    rule: PlanRule
+    max_atoms: int
+    given_sg: int | None
+
+    def __bool__(self) -> bool:
+        return bool(self.systems())
+
+    def systems(self) -> tuple[str, ...]:
+        return _rule_systems(self)
+
+    def groups(self, system: str) -> tuple[int, ...]:
+        return _rule_groups(self, system)
+
+    def zs(self, sg: int) -> tuple[int, ...]:
+        return _rule_zs(self, sg)
+
+
+@lru_cache(maxsize=256)
+def _rule_systems(o: RuleOptions) -> tuple[str, ...]:
+    return tuple(s for s in SYSTEMS if _rule_groups(o, s, first=True))
+
+
+@lru_cache(maxsize=4096)
+def _rule_groups(o: RuleOptions, system: str, first: bool = False) -> tuple[int, ...]:
+    """Groups of ``system`` with a legal Z (``first``: stop at the first such group)."""
+    out = []
+    for sg, zs in _gen_options(o.max_atoms, o.given_sg).items():
+        if SPACE_GROUPS[sg].system == system and any(_starts(o.rule, sg, z, o.max_atoms) for z in zs):
+            out.append(sg)
+            if first:
+                break
+    return tuple(out)
+
+
+@lru_cache(maxsize=65536)
+def _rule_zs(o: RuleOptions, sg: int) -> tuple[int, ...]:
+    return tuple(z for z in _gen_options(o.max_atoms, o.given_sg).get(sg, ()) if _starts(o.rule, sg, z, o.max_atoms))
+
+
+@lru_cache(maxsize=65536)
+def _starts(rule: PlanRule, sg: int, z: int, max_atoms: int) -> bool:
+    avail = group_info(sg)[3]
+    return any(_may_start(rule, None, sg, z, max_atoms, avail, Written(required=rule.required), e, True)
+               for e in rule.later(-1))
+
+
+@lru_cache(maxsize=200_000)
+def _may_start(rule: PlanRule, mode: str | None, sg: int, z: int, budget: int, avail: int, w: Written,
+               e: str, first: bool) -> bool:
+    """May element ``e`` open the next element of the plan (some oxidation state completes)?"""
+    if any(POSITION[r] < POSITION[e] for r in w.required):
+        return False  # it would skip a required element
+    return bool(_ox_options(rule, mode, sg, z, budget, avail, w, e, first))
+
+
+@lru_cache(maxsize=200_000)
+def _ox_options(rule: PlanRule, mode: str | None, sg: int, z: int, budget: int, avail: int, w: Written,
+                e: str, first: bool) -> tuple[int, ...]:
+    """Oxidation states element ``e`` may take as the next element (``first``: the plan's first)."""
+    req = w.required - {e}
+    if not rule.neutral:
+        free = can_finish(rule, "free", sg, z, budget, 0, avail, 0, 0, Written(0, after=POSITION[e], required=req))
+        return tuple(range(V.OX_MIN, V.OX_MAX + 1)) if free else ()
+    out: list[int] = []
+    if mode in (None, "ionic"):
+        for q in smact_states(e):
+            if compatible(e, q, w.lo, w.hi):
+                lo, hi = bounds_after(e, q, w.lo, w.hi)
+                if can_finish(rule, "ionic", sg, z, budget, 0, avail, 0, q,
+                              Written(w.T, lo, hi, POSITION[e], req)):
+                    out.append(q)
+    metal_ok = (rule.intermetallic and e in metals() and mode in (None, "metal")
+                and can_finish(rule, "metal", sg, z, budget, 0, avail, 0, 0, Written(0, after=POSITION[e], required=req)))
+    # a lone element only when asked for (a one-element system): where the model writes <ox:0>
+    # for a compound it has in mind, ending the plan after that element would not be that compound
+    single_ok = first and rule.required == {e} and _gen_can_close(sg, 0, z, budget, 0, avail)
+    if metal_ok or single_ok:
+        out.append(0)
+    return tuple(sorted(set(out)))
+
+
 # ---- the state machine
 
 (CS, SG, ZED, EL, OX, WY, WYM, PLAN_END, LAT, LATV, SITE_EL, SITE_WY, SITE_V, EOS, DONE) = range(15)
@@ -143,11 +245,14 @@ class Grammar:
     __slots__ = (
         "max_atoms", "task", "comp", "fu", "given_sg", "options", "phase", "sg", "z", "plan",
         "cur_left", "cur_total", "min_wp", "avail", "atoms_done", "values", "site", "sites", "_allowed",
-        "_chosen_system", "lattice", "placed",
+        "_chosen_system", "lattice", "placed", "rule", "mode", "written", "vpa_bin",
     )
 
-    def __init__(self, prefix_tokens, max_atoms: int = DEFAULT_MAX_ATOMS) -> None:
+    def __init__(self, prefix_tokens, max_atoms: int = DEFAULT_MAX_ATOMS, rule: PlanRule | None = None) -> None:
         self.max_atoms = max_atoms
+        self.rule = rule
+        self.vpa_bin: int | None = None  # the plan's volume-per-atom bin, once written
+        self.mode: str | None = None  # de novo under a rule, once chosen: "ionic", "metal", "single" or "free"
         self._read_prefix([int(t) for t in prefix_tokens])
         self.phase = CS
         self.sg = self.z = 0
@@ -162,6 +267,7 @@ class Grammar:
         self.placed: list[tuple[float, float, float]] = []
         self._allowed = None
         self._chosen_system = ""
+        self.written = Written()
         if self.comp is not None:
             counts = tuple(n for _, n in self.comp)
             self.options = _csp_options(counts, self.fu, max_atoms, self.given_sg)
@@ -173,15 +279,23 @@ class Grammar:
                     f"{formula}{fu} cannot be placed on Wyckoff positions{where} within "
                     f"{max_atoms} atoms per conventional cell (Z <= {V.MAX_Z})"
                 )
+            self.rule = None  # a given composition fixes the elements; the rule is for de novo plans
         else:
             self.options = _gen_options(max_atoms, self.given_sg)
             if not self.options:
                 raise NoLegalCompletion(f"space group {self.given_sg} cannot hold a crystal within {max_atoms} atoms")
+            if rule is not None:
+                self.written = Written(required=rule.required)
+                if rule.neutral or len(rule.required) > 1:  # else any one element completes
+                    self.options = RuleOptions(rule, max_atoms, self.given_sg) if may_exist(rule, max_atoms) else {}
+                if not self.options:
+                    raise NoLegalCompletion(_no_plan_message(rule, max_atoms, self.given_sg))
 
     @classmethod
-    def start(cls, prefix_tokens, max_atoms: int = DEFAULT_MAX_ATOMS) -> "Grammar":
-        """Grammar state just after `prefix_tokens` (raises NoLegalCompletion)."""
-        return cls(prefix_tokens, max_atoms)
+    def start(cls, prefix_tokens, max_atoms: int = DEFAULT_MAX_ATOMS, rule: PlanRule | None = None) -> "Grammar":
+        """Grammar state just after `prefix_tokens` (raises NoLegalCompletion); ``rule``
+        limits a de novo plan's elements and charge (ignored with a composition)."""
+        return cls(prefix_tokens, max_atoms, rule)
 
     def _read_prefix(self, toks: list[int]) -> None:
         if len(toks) < 3 or toks[0] != V.BOS or toks[-1] != V.PLAN or toks[1] not in V.TASKS.values():
@@ -233,6 +347,13 @@ class Grammar:
 
     def _compute(self) -> np.ndarray | ValueSlot:
         ph = self.phase
+        if isinstance(self.options, RuleOptions):
+            if ph == CS:
+                return _cached_mask(tuple(V.CS0 + SYSTEMS.index(s) for s in self.options.systems()))
+            if ph == SG:
+                return _cached_mask(tuple(V.SG0 + s - 1 for s in self.options.groups(self._system)))
+            if ph == ZED:
+                return _cached_mask(tuple(V.Z0 + z - 1 for z in self.options.zs(self.sg)))
         if ph == CS:
             hit = _CS_CACHE.get(id(self.options))
             if hit is None or hit[0] is not self.options:  # options dicts are shared (lru_cache)
@@ -248,7 +369,11 @@ class Grammar:
         if ph == EL:
             return _cached_mask(self._element_or_end())
         if ph == OX:
-            return _OX_MASK
+            if self.rule is None:
+                return _OX_MASK
+            qs = _ox_options(self.rule, self.mode, self.sg, self.z, self.max_atoms - self.atoms_done, self.avail,
+                             self.written, self.plan[-1][0], len(self.plan) == 1)
+            return _cached_mask(tuple(V.OX0 + q - V.OX_MIN for q in qs))
         if ph in (WY, WYM):
             return self._wyckoff_mask()
         if ph == PLAN_END:
@@ -280,6 +405,8 @@ class Grammar:
         k = len(self.plan)
         if self.comp is not None:
             return (V.element_token(self.comp[k][0]),) if k < len(self.comp) else _VPA_IDS
+        if self.rule is not None:
+            return self._rule_element_or_end()
         ids: list[int] = list(_VPA_IDS) if k else []
         budget = self.max_atoms - self.atoms_done
         if budget >= self.z and _gen_can_close(self.sg, 0, self.z, budget, 0, self.avail):
@@ -287,9 +414,16 @@ class Grammar:
             ids += [V.EL0 + i for i, key in enumerate(_EL_KEYS) if key > last]
         return tuple(ids)
 
+    def _rule_element_or_end(self) -> tuple[int, ...]:
+        """Under a rule: `<vpa:*>` when the plan may end here, and the elements that may open
+        the next element (``self.written`` holds the closed elements' charge)."""
+        return _rule_next(self.rule, self.mode, self.sg, self.z, self.max_atoms - self.atoms_done, self.avail,
+                          self.written, len(self.plan))
+
     def _wyckoff_mask(self) -> np.ndarray:
         key = (self.sg, self.phase, self._remaining(), self.cur_total, self.min_wp, self.avail,
-               self.z, self.max_atoms - self.atoms_done, len(self.plan), self.plan[-1][0], self.comp)
+               self.z, self.max_atoms - self.atoms_done, len(self.plan), self.plan[-1][0], self.comp,
+               self.rule, self.mode, self.plan[-1][1], self.written)
         mask = _WY_CACHE.get(key)
         if mask is None:
             mask = self._wyckoff_mask_uncached()
@@ -319,6 +453,9 @@ class Grammar:
                 ok = m <= rem[0] and feasible(self.sg, (rem[0] - m,) + rem[1:], min_wp, avail)
             else:
                 ok = m <= budget and _gen_can_close(self.sg, self.cur_total + m, self.z, budget - m, min_wp, avail)
+                if ok and self.rule is not None and self.mode != "single":
+                    ok = can_finish(self.rule, self.mode, self.sg, self.z, budget - m, min_wp, avail,
+                                    self.cur_total + m, self.plan[-1][1], self.written)
             if ok:
                 ids.append(V.WY0 + LETTERS.index(letters[w]))
         if self.phase == WYM and (rem[0] == 0 if rem is not None else self.cur_total % self.z == 0):
@@ -326,18 +463,45 @@ class Grammar:
         return _cached_mask(tuple(sorted(ids)))
 
     def _element_or_end_after_current(self) -> tuple[int, ...]:
-        saved = self.atoms_done
+        saved = self.atoms_done, self.written
         self.atoms_done += self.cur_total
+        self.written = self._closed()
         try:
             return self._element_or_end()
         finally:
-            self.atoms_done = saved
+            self.atoms_done, self.written = saved
+
+    def _closed(self) -> Written:
+        """``self.written`` with the element being written closed at its current count."""
+        w = self.written
+        if self.mode != "ionic":
+            return w
+        return Written(w.T + self.plan[-1][1] * (self.cur_total // self.z), w.lo, w.hi, w.after, w.required)
+
+    def _start_element(self, el: str, q: int) -> None:
+        """Under a rule: the plan's kind (set by its first oxidation state) and the Pauling
+        bounds and required elements once ``el`` with charge ``q`` opens."""
+        if self.mode is None:
+            metal = self.rule.intermetallic and el in metals()
+            self.mode = "free" if not self.rule.neutral else "ionic" if q else "metal" if metal else "single"
+        w = self.written
+        lo, hi = bounds_after(el, q, w.lo, w.hi) if self.mode == "ionic" else (w.lo, w.hi)
+        self.written = Written(w.T, lo, hi, POSITION[el], w.required - {el})
 
     # -- stepping
 
     def partial_crystal(self) -> PartialCrystal:
         """The crystal written so far (views, valid until the next ``advance``)."""
         return PartialCrystal(self.sg, self.lattice, self.sites, self.placed, self.values)
+
+    def last_free_length_next(self) -> bool:
+        """Is the next position the last free lattice length? (With it and the crystal
+        system's rules the cell volume is known up to the free angles.)"""
+        i = len(self.values)
+        if self.phase != LATV or i >= 3:
+            return False
+        rules = LATTICE_RULES[self._chosen_system]
+        return rules[i] is None and all(r is not None for r in rules[i + 1:3])
 
     def last_free_coordinate_next(self) -> bool:
         """Is the next position the last free coordinate of a site? (Its value fixes the
@@ -391,7 +555,9 @@ class Grammar:
         elif ph in (EL, WYM) and not V.in_range(tok, V.WY0, len(LETTERS)):
             if ph == WYM:
                 self.atoms_done += self.cur_total
+                self.written = self._closed()
             if V.in_range(tok, V.VPA0, V.N_VPA):
+                self.vpa_bin = tok - V.VPA0
                 self.phase = PLAN_END
             else:
                 el = V.token_element(tok)
@@ -401,7 +567,10 @@ class Grammar:
                 self.phase = OX
         elif ph == OX:
             el, _, ws = self.plan[-1]
-            self.plan[-1] = (el, tok - V.OX0 + V.OX_MIN, ws)
+            q = tok - V.OX0 + V.OX_MIN
+            self.plan[-1] = (el, q, ws)
+            if self.rule is not None:
+                self._start_element(el, q)
             self.phase = WY
         elif ph in (WY, WYM):
             w = SPACE_GROUPS[self.sg].index(LETTERS[tok - V.WY0])
@@ -422,6 +591,32 @@ class Grammar:
             self.phase = SITE_V
         elif ph == EOS:
             self.phase = DONE
+
+@lru_cache(maxsize=200_000)
+def _rule_next(rule: PlanRule, mode: str | None, sg: int, z: int, budget: int, avail: int, w: Written,
+               k: int) -> tuple[int, ...]:
+    """Tokens that may follow a closed element (or open the plan, ``k == 0``) under a rule."""
+    ids: list[int] = []
+    if k and not w.required and (w.T == 0 or mode != "ionic" or not rule.neutral):
+        ids += _VPA_IDS
+    if mode == "single" or budget < z or not _gen_can_close(sg, 0, z, budget, 0, avail):
+        return tuple(ids)
+    later = [e for e in rule.later(w.after) if mode != "metal" or e in metals()]
+    ids += [V.element_token(e) for e in later if _may_start(rule, mode, sg, z, budget, avail, w, e, k == 0)]
+    return tuple(sorted(ids))
+
+
+def _no_plan_message(rule: PlanRule, max_atoms: int, sg: int | None) -> str:
+    """Why a chemical system has no plan: the SMACT states of its elements, and the way out."""
+    system = "-".join(sorted(rule.required, key=lambda e: POSITION[e]))
+    where = f" in space group {sg}" if sg else ""
+    hint = ""
+    if not rule.intermetallic and rule.required <= metals():
+        hint = "; all are metals: allow intermetallic plans (--allow-intermetallic) for alloys"
+    return (f"no charge-neutral composition of {system} fits {max_atoms} atoms per cell{where}: no choice of "
+            f"SMACT oxidation states ({describe_states(rule.required)}) sums to zero with every cation less "
+            f"electronegative than every anion{hint}")
+
 
 _WY_CACHE: dict = {}
 _CS_CACHE: dict[int, tuple[dict, np.ndarray]] = {}  # id(options) -> (options, crystal-system mask)
