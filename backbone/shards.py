@@ -10,10 +10,13 @@ may be stored in a narrower float type (bf16 halves the files); reading gives fl
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from crystalgen.output_paths import umask_mode
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -60,6 +63,13 @@ def _plan(state: dict[str, torch.Tensor], max_bytes: int) -> list[list[str]]:
     return shards
 
 
+def _save(tensors: dict[str, torch.Tensor], path: Path, meta: dict[str, str]) -> None:
+    """safetensors' ``save_file``, then the mode a plain ``open`` gives under the user's umask
+    (safetensors itself creates the file 0600)."""
+    save_file(tensors, str(path), metadata=meta)
+    os.chmod(path, umask_mode(folder=False))
+
+
 def save_weights(
     state: dict[str, torch.Tensor],
     directory: str | Path,
@@ -76,12 +86,12 @@ def save_weights(
     state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().contiguous().cpu() for k, v in state.items()}
     groups = _plan(state, max_shard_bytes)
     if len(groups) == 1:
-        save_file(state, str(directory / SINGLE_FILE), metadata=meta)
+        _save(state, directory / SINGLE_FILE, meta)
         return [directory / SINGLE_FILE]
     files, weight_map = [], {}
     for i, names in enumerate(groups, start=1):
         name = shard_name(i, len(groups))
-        save_file({k: state[k] for k in names}, str(directory / name), metadata=meta)
+        _save({k: state[k] for k in names}, directory / name, meta)
         weight_map.update(dict.fromkeys(names, name))
         files.append(directory / name)
     total = sum(t.numel() * t.element_size() for t in state.values())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -98,3 +99,13 @@ def test_integer_tensors_keep_their_dtype(tmp_path):
     assert out["w"].dtype == torch.float32
     with pytest.raises(ValueError):
         save_weights(state, tmp_path / "x", dtype=torch.float64)
+
+
+def test_weight_files_follow_the_users_umask(tmp_path):
+    """safetensors creates files 0600; saved weights get what a plain open would (#17: no private files)."""
+    old = os.umask(0o022)
+    try:
+        files = save_weights({"w": torch.ones(4)}, tmp_path / "m", max_shard_bytes=8)
+    finally:
+        os.umask(old)
+    assert files and all((f.stat().st_mode & 0o777) == 0o644 for f in files)
