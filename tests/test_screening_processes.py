@@ -110,6 +110,7 @@ def test_ctrl_c_stops_the_run_quickly_and_cleanly(whole_run, tmp_path):
     t0 = time.time()
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
-    assert time.time() - t0 < 15, "Ctrl-C took too long"
+    # "within seconds", not the minutes it once took; the bound leaves room for a loaded 2-core CI machine
+    assert time.time() - t0 < 30, "Ctrl-C took too long"
     assert proc.returncode != 0 and "Traceback" not in stderr, stderr
     assert wait_until_gone(workers), "worker processes outlived the interrupted driver"

@@ -55,7 +55,9 @@ def test_auto_falls_back_to_the_model_where_no_analogue_exists(gen):
         gen.predict_structure(comp, n=1, strategy="analogue")
     results = gen.predict_structure(comp, n=2, seed=0)
     assert results and all(r.log_likelihood is not None for r in results)
-    assert all(r.structure.composition.almost_equals(Composition(comp)) for r in results)
+    # a reduced formula lets the model choose the formula units: the reduced composition holds by construction
+    assert all(r.structure.composition.reduced_composition.almost_equals(Composition(comp).reduced_composition)
+               for r in results)
 
 
 def test_cli_sample_strategy(tmp_path):
