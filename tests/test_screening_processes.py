@@ -98,7 +98,7 @@ def test_killed_model_run_leaves_no_workers_and_resumes_identically(whole_run, t
 
 
 def test_ctrl_c_stops_the_run_quickly_and_cleanly(tmp_path):
-    config = write_model_config(tmp_path / "long.toml", candidates=40)  # still running when interrupted
+    config = write_model_config(tmp_path / "long.toml", candidates=120)  # still running when interrupted
     proc = subprocess.Popen(screen(config, tmp_path / "interrupted", 2), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + RUN_LIMIT_S
