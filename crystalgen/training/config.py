@@ -65,6 +65,7 @@ class TrainConfig:
     sample_count: int = 16
     num_threads: int = 2  # CPU threads (torch.set_num_threads)
     bf16: bool = True  # autocast on CUDA
+    init_from: str = ""  # warm start: a model folder or checkpoint.pt whose weights start this run
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from crystalgen.progress import progress_bar
 
+from crystalgen.backbone import load_weights
 from crystalgen.model import HEAD_NAMES, CrystalModel
 from crystalgen.representation import vocab as V
 from crystalgen.training import distributed
@@ -126,6 +127,31 @@ def load_checkpoint(path: Path, device: torch.device) -> dict:
     return torch.load(path, map_location=device, weights_only=True)
 
 
+def warm_start(model: CrystalModel, source: Path) -> list[str]:
+    """Load the weights of ``source`` (a ``save_pretrained`` folder or a ``checkpoint.pt``) into
+    ``model``. A tensor that grew along its first axis (a vocabulary with new tokens) keeps the
+    saved rows and the fresh initialisation of the new ones; weights absent from ``source`` (an
+    MTP head dropped at save time) keep theirs. Returns the names of the grown tensors."""
+    if source.is_dir():
+        saved = {k: v.float() for k, v in load_weights(source).items()}
+    else:
+        saved = load_checkpoint(source, torch.device("cpu"))["model"]
+    own = model.state_dict()
+    grown = []
+    for name, tensor in saved.items():
+        if name not in own:
+            raise ValueError(f"{source}: weight {name} has no place in this model")
+        mine = own[name]
+        if tensor.shape == mine.shape:
+            mine.copy_(tensor)
+        elif tensor.dim() and tensor.shape[1:] == mine.shape[1:] and tensor.shape[0] < mine.shape[0]:
+            mine[: tensor.shape[0]].copy_(tensor)
+            grown.append(name)
+        else:
+            raise ValueError(f"{source}: weight {name} is {tuple(tensor.shape)}, the model's {tuple(mine.shape)}")
+    return grown
+
+
 def sample_prefixes(val: EncodedCorpus, count: int) -> list[np.ndarray]:
     """The ``csp`` prefixes (up to ``<plan>``) of ``count`` evenly spread validation materials."""
     if not len(val) or count <= 0:
@@ -204,7 +230,11 @@ def _train(config: TrainConfig, data_path: Path, out: Path, resume: bool, ctx, p
         state = TrainState(**saved["state"])
         emit({"event": "resume", "step": state.step, "epoch": state.epoch, "world": ctx.world,
               "device": str(ctx.device)})
-    elif ctx.is_main:
+    else:
+        if config.init_from:
+            grown = warm_start(model, Path(config.init_from))
+            emit({"event": "init_from", "path": config.init_from, "grown": grown})
+    if not (resume and ckpt_path.exists()) and ctx.is_main:
         (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         emit({"event": "start", "train": len(train_set), "val": len(val_set), "skipped": encoded.skipped,
               "parameters": sum(p.numel() for p in model.parameters()), "world": ctx.world,
