@@ -83,8 +83,8 @@ class ResultWriter:
     or frames appended to a ``.cif`` / ``.extxyz`` file in one write call, items written
     over a ``.json`` list's closing bracket in one write call (the file is a valid JSON
     list after every chunk), rows appended to a spare ``.h5`` that then replaces the file
-    (:class:`_H5Appender`: a killed run leaves a valid file of whole chunks). Folder files are named by their index over the whole run, with at least
-    ``width`` digits.
+    (:class:`_H5Appender`: a killed run leaves a valid file of whole chunks). Folder files
+    are named by their index over the whole run, with at least ``width`` digits.
     """
 
     def __init__(self, path: str | Path, fmt: str | None = None, overwrite: bool = False, width: int = 5) -> None:
@@ -120,7 +120,7 @@ class ResultWriter:
                 else:
                     tmp.write_bytes(self._text(names, results, first=True))
         elif self.target.fmt == "h5":
-            self._h5.append(results, self.count)
+            self._h5.append(*_h5_columns(results), self.count)
         else:
             data = self._text(names, results, first=False)
             fd = os.open(self.target.path, os.O_WRONLY)
@@ -269,8 +269,8 @@ class _H5Appender:
         self._folder: Path | None = None
         self._spare_count = 0  # crystals in the spare (when there is one)
 
-    def append(self, results: Sequence[GenerationResult], count: int) -> None:
-        """Add ``results`` to the target, which holds ``count`` crystals."""
+    def append(self, columns: dict[str, np.ndarray], sites: np.ndarray, count: int) -> None:
+        """Add one chunk's rows (:func:`_h5_columns`) to the target, which holds ``count`` crystals."""
         if self._folder is None:
             self._folder = self._staging.enter_context(
                 staging_folder(self.target.parent, f".{self.target.name}{STAGING_MARK}"))
@@ -280,7 +280,7 @@ class _H5Appender:
         with h5py.File(spare, "a") as f, h5py.File(self.target, "r") as committed:
             if self._spare_count < count:  # catch up with the chunk(s) the target has and the spare lacks
                 _h5_extend(f, *_h5_rows(committed, self._spare_count, count))
-            _h5_append(f, results)
+            _h5_extend(f, columns, sites)
         _fsync(spare)
         try:
             os.link(self.target, previous)
