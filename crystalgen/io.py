@@ -13,13 +13,23 @@ import io
 import json
 import os
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 import h5py
 import numpy as np
 from ase.io import write as ase_write
 
-from crystalgen.output_paths import OutputError, OutputTarget, output_target, staged_file, staged_folder
+from crystalgen.output_paths import (
+    STAGING_MARK,
+    OutputError,
+    OutputTarget,
+    output_target,
+    staged_file,
+    staged_folder,
+    staging_folder,
+    umask_mode,
+)
 from crystalgen.results import GenerationResult
 
 FORMATS = ("cif", "extxyz", "json", "h5")
@@ -72,9 +82,9 @@ class ResultWriter:
     later chunks are added to what is there: new CIF files moved into the folder, blocks
     or frames appended to a ``.cif`` / ``.extxyz`` file in one write call, items written
     over a ``.json`` list's closing bracket in one write call (the file is a valid JSON
-    list after every chunk), rows appended to the ``.h5`` datasets (the file closed after
-    every chunk). Folder files are named by their index over the whole run, with at least
-    ``width`` digits.
+    list after every chunk), rows appended to a spare ``.h5`` that then replaces the file
+    (:class:`_H5Appender`: a killed run leaves a valid file of whole chunks). Folder files
+    are named by their index over the whole run, with at least ``width`` digits.
     """
 
     def __init__(self, path: str | Path, fmt: str | None = None, overwrite: bool = False, width: int = 5) -> None:
@@ -82,6 +92,17 @@ class ResultWriter:
         self.overwrite = overwrite
         self.width = width
         self.count = 0  # results written so far
+        self._h5 = _H5Appender(self.target.path)
+
+    def __enter__(self) -> "ResultWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove what the writer staged for later chunks; the target is complete after every chunk."""
+        self._h5.close()
 
     def write(self, results: Sequence[GenerationResult]) -> None:
         """Add one chunk of results to the target."""
@@ -99,8 +120,7 @@ class ResultWriter:
                 else:
                     tmp.write_bytes(self._text(names, results, first=True))
         elif self.target.fmt == "h5":
-            with h5py.File(self.target.path, "a") as f:
-                _h5_append(f, results)
+            self._h5.append(*_h5_columns(results), self.count)
         else:
             data = self._text(names, results, first=False)
             fd = os.open(self.target.path, os.O_WRONLY)
@@ -164,38 +184,118 @@ def write_h5(results: Sequence[GenerationResult], path: Path) -> None:
         _h5_append(f, results)
 
 
-def _h5_append(f: h5py.File, results: Sequence[GenerationResult]) -> None:
-    """Create the (resizable) datasets of an empty file, or extend those there, with ``results``."""
+_H5_TEXT = ("formula", "cif", "trace", "report", "metadata")  # variable-length string columns
+_H5_SITES = ("species", "frac_coords")  # one row per site; the others have one row per crystal
+
+
+def _h5_columns(results: Sequence[GenerationResult]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The rows ``results`` add to each dataset, and their number of sites."""
+    ll = [np.nan if r.log_likelihood is None else r.log_likelihood for r in results]
+    columns = {
+        "formula": [r.structure.composition.formula for r in results],
+        "cif": cif_strings(results),
+        "lattice": np.array([r.structure.lattice.matrix for r in results]).reshape(-1, 3, 3),
+        "species": np.array([s.specie.Z for r in results for s in r.structure], np.int64),
+        "frac_coords": np.array([s.frac_coords for r in results for s in r.structure], np.float64).reshape(-1, 3),
+        "log_likelihood": np.array(ll, np.float64),
+        "valid": np.array([bool(r.valid) for r in results]),
+        "trace": [json.dumps(r.trace) for r in results],
+        "report": [json.dumps(r.report) for r in results],
+        "metadata": [json.dumps(r.metadata) for r in results],
+    }
+    sites = np.array([len(r.structure) for r in results], np.int64)
+    return {k: np.array(v, dtype=object) if k in _H5_TEXT else v for k, v in columns.items()}, sites
+
+
+def _h5_rows(f: h5py.File, start: int, stop: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Crystals ``start:stop`` of a results file, as :func:`_h5_columns` gives them."""
+    offsets = f["site_offsets"][start:stop + 1]
+    columns = {}
+    for name in f:
+        if name in _H5_TEXT:
+            columns[name] = np.array(f[name].asstr()[start:stop], dtype=object)
+        elif name in _H5_SITES:
+            columns[name] = f[name][offsets[0]:offsets[-1]]
+        elif name != "site_offsets":
+            columns[name] = f[name][start:stop]
+    return columns, np.diff(offsets)
+
+
+def _h5_extend(f: h5py.File, columns: dict[str, np.ndarray], sites: np.ndarray) -> None:
+    """Create the (resizable) datasets of an empty file, or extend those there, with these rows."""
     start = int(f.attrs.get("count", 0))
     if not start:
         f.attrs["format"] = "crystalgen-results-v1"
-    n_sites = np.cumsum([len(r.structure) for r in results], dtype=np.int64)
-    offsets = int(f["site_offsets"][-1]) + n_sites if start else np.concatenate([[0], n_sites])
-    ll = [np.nan if r.log_likelihood is None else r.log_likelihood for r in results]
-    columns = {
-        "formula": ([r.structure.composition.formula for r in results], _STR),
-        "cif": (cif_strings(results), _STR),
-        "lattice": (np.array([r.structure.lattice.matrix for r in results]).reshape(-1, 3, 3), None),
-        "site_offsets": (offsets, None),
-        "species": (np.array([s.specie.Z for r in results for s in r.structure], np.int64), None),
-        "frac_coords": (np.array([s.frac_coords for r in results for s in r.structure], np.float64).reshape(-1, 3),
-                        None),
-        "log_likelihood": (np.array(ll, np.float64), None),
-        "valid": (np.array([bool(r.valid) for r in results]), None),
-        "trace": ([json.dumps(r.trace) for r in results], _STR),
-        "report": ([json.dumps(r.report) for r in results], _STR),
-        "metadata": ([json.dumps(r.metadata) for r in results], _STR),
-    }
-    for name, (data, dtype) in columns.items():
-        if dtype is not None:
-            data = np.array(data, dtype=object)
+    ends = np.cumsum(sites, dtype=np.int64)
+    columns = {**columns, "site_offsets": int(f["site_offsets"][-1]) + ends if start else np.concatenate([[0], ends])}
+    for name, data in columns.items():
         if name not in f:
-            f.create_dataset(name, data=data, dtype=dtype, maxshape=(None, *data.shape[1:]), chunks=True)
+            f.create_dataset(name, data=data, dtype=_STR if name in _H5_TEXT else None,
+                             maxshape=(None, *data.shape[1:]), chunks=True)
             continue
         old = f[name].shape[0]
         f[name].resize(old + len(data), axis=0)
         f[name][old:] = data
-    f.attrs["count"] = start + len(results)
+    f.attrs["count"] = start + len(sites)
+
+
+def _h5_append(f: h5py.File, results: Sequence[GenerationResult]) -> None:
+    """Add ``results`` to an open results file (new or holding results)."""
+    _h5_extend(f, *_h5_columns(results))
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _H5Appender:
+    """Appends chunks to a results ``.h5`` so that the file on disk is, at every moment, a
+    complete HDF5 file holding whole chunks only: HDF5 rewrites its metadata in place, so a
+    process killed during an in-place append can leave a file no library opens.
+
+    A chunk is appended to a spare file in a staging folder beside the target, which
+    then replaces the target in one ``os.replace``. The replaced file, one chunk behind,
+    is kept through a hard link and becomes the next spare, so each chunk is written
+    twice and nothing is copied whole (disk: twice the file while the run lasts).
+    """
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        self._staging = ExitStack()
+        self._folder: Path | None = None
+        self._spare_count = 0  # crystals in the spare (when there is one)
+
+    def append(self, columns: dict[str, np.ndarray], sites: np.ndarray, count: int) -> None:
+        """Add one chunk's rows (:func:`_h5_columns`) to the target, which holds ``count`` crystals."""
+        if self._folder is None:
+            self._folder = self._staging.enter_context(
+                staging_folder(self.target.parent, f".{self.target.name}{STAGING_MARK}"))
+        spare, previous = self._folder / "spare.h5", self._folder / "previous.h5"
+        if not spare.exists():
+            self._spare_count = 0
+        with h5py.File(spare, "a") as f, h5py.File(self.target, "r") as committed:
+            if self._spare_count < count:  # catch up with the chunk(s) the target has and the spare lacks
+                _h5_extend(f, *_h5_rows(committed, self._spare_count, count))
+            _h5_extend(f, columns, sites)
+        _fsync(spare)
+        try:
+            os.link(self.target, previous)
+        except OSError:  # no hard links here: the next spare is rebuilt from the target
+            previous = None
+        os.chmod(spare, umask_mode(folder=False))
+        os.replace(spare, self.target)
+        if previous is not None:
+            os.replace(previous, spare)
+            self._spare_count = count
+
+    def close(self) -> None:
+        """Remove the staging folder (the target is complete after every chunk)."""
+        self._staging.close()
+        self._folder = None
 
 
 def read_h5(path: str | Path) -> list[GenerationResult]:

@@ -5,6 +5,13 @@ nothing), writes into a fresh temporary folder, and then moves in only the files
 made: an existing folder keeps everything else it held, and a file of the same name
 is replaced only when the user asked for it (``--overwrite``). Everything is created
 with the user's umask, not ``tempfile``'s private 0700/0600.
+
+A staging folder is named after its target (``.NAME.crystalgen-staging-*`` beside it, or
+``.crystalgen-staging-*`` inside an existing output folder) and holds an exclusive
+``flock`` while its run lives. The kernel drops that lock when the process dies, even
+by ``kill -9``, so the next run into the same target recognises a staging folder nobody
+holds as left by a dead run and removes it (:func:`remove_stale_staging`); it never
+touches anything else.
 """
 
 from __future__ import annotations
@@ -17,6 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: staging folders are not locked, and stale ones are left alone
+    fcntl = None  # type: ignore[assignment]
+
+STAGING_MARK = ".crystalgen-staging-"
 SUFFIX_FORMATS = {".cif": "cif", ".xyz": "extxyz", ".extxyz": "extxyz", ".json": "json", ".h5": "h5", ".hdf5": "h5"}
 
 
@@ -31,6 +44,8 @@ class OutputTarget:
     path: Path
     fmt: str
     folder: bool
+    #: staging folders of dead runs into this target, removed while checking it
+    stale_staging: tuple[Path, ...] = ()
 
 
 def umask_mode(folder: bool) -> int:
@@ -95,10 +110,66 @@ def check_output_folder(path: str | Path, overwrite: bool = False) -> Path:
 
 
 def output_target(path: str | Path, fmt: str | None, formats: tuple[str, ...], overwrite: bool = False) -> OutputTarget:
-    """Resolve and check an output path before any work is done; raises :class:`OutputError`."""
+    """Resolve and check an output path before any work is done, after removing the staging
+    folders a dead run into it left behind; raises :class:`OutputError`."""
     fmt, folder = output_format(path, fmt, formats)
+    stale = remove_stale_staging(path)
     checked = check_output_folder(path, overwrite) if folder else check_output_file(path, overwrite)
-    return OutputTarget(checked, fmt, folder)
+    return OutputTarget(checked, fmt, folder, tuple(stale))
+
+
+def _lock(folder: Path, blocking: bool) -> int | None:
+    """An open descriptor of ``folder`` holding an exclusive ``flock`` on it, or None when
+    another process holds it (or there is no ``flock``)."""
+    if fcntl is None:
+        return None
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def staging_folders(path: str | Path) -> list[Path]:
+    """The staging folders of runs into ``path``, live or dead."""
+    path = Path(os.path.abspath(path))
+    found = list(path.parent.glob(f".{path.name}{STAGING_MARK}*"))
+    if path.is_dir() and not path.is_symlink():
+        found += path.glob(f"{STAGING_MARK}*")
+    return sorted(p for p in found if p.is_dir() and not p.is_symlink())
+
+
+def remove_stale_staging(path: str | Path) -> list[Path]:
+    """Remove the staging folders that dead runs into ``path`` left (no process holds their
+    lock) and return them; without ``flock`` (not POSIX) none is removed."""
+    stale: list[Path] = []
+    for folder in staging_folders(path) if fcntl is not None else []:
+        fd = _lock(folder, blocking=False)
+        if fd is None:  # a live run is writing through it
+            continue
+        try:
+            shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            os.close(fd)
+        stale.append(folder)
+    return stale
+
+
+@contextmanager
+def staging_folder(parent: Path, prefix: str) -> Iterator[Path]:
+    """A fresh folder ``parent/prefix*`` locked for as long as the block runs, then removed
+    (unless the block moved it away)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    fd = _lock(tmp, blocking=True)
+    try:
+        yield tmp
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        if fd is not None:
+            os.close(fd)
 
 
 @contextmanager
@@ -112,8 +183,8 @@ def staged_folder(path: Path, overwrite: bool = False) -> Iterator[Path]:
     path = check_output_folder(path, overwrite)
     existed = path.exists()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".crystalgen-", dir=path if existed else path.parent))
-    try:
+    parent, prefix = (path, STAGING_MARK) if existed else (path.parent, f".{path.name}{STAGING_MARK}")
+    with staging_folder(parent, prefix) as tmp:
         yield tmp
         if not existed:
             os.chmod(tmp, umask_mode(folder=True))
@@ -124,9 +195,6 @@ def staged_folder(path: Path, overwrite: bool = False) -> Iterator[Path]:
             if dest.exists() and (not overwrite or dest.is_dir()):
                 raise OutputError(f"{dest} appeared while writing; left it untouched")
             os.replace(item, dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextmanager
@@ -134,9 +202,6 @@ def staged_file(path: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary file path beside ``path``; on success rename it onto ``path``."""
     path = check_output_file(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with staging_folder(path.parent, f".{path.name}{STAGING_MARK}") as tmp:
         yield tmp / path.name
         os.replace(tmp / path.name, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

@@ -13,8 +13,9 @@ The process rules live here, so every caller gets them:
   serial. (A pool forked inside a spawned worker is what deadlocked screening runs.)
 - **Children die with their parent.** On Linux every worker asks the kernel for SIGKILL
   when its parent dies (``PR_SET_PDEATHSIG``); elsewhere a thread watches the parent.
-- **Ctrl-C** reaches only the parent (workers ignore SIGINT); the parent stops the
-  workers and re-raises ``KeyboardInterrupt`` within a second.
+- **Ctrl-C** reaches only the parent (workers ignore SIGINT); the parent kills the
+  workers, also while it is still starting them, and re-raises ``KeyboardInterrupt``
+  within a second. Tasks are queued two per worker, so none is left in a pipe.
 
 Workers are forked where that is safe (Linux, CPU work: they inherit the model and the
 imported libraries and start in milliseconds) and spawned otherwise; spawned workers
@@ -27,6 +28,7 @@ Ray (``crystalgen.screening.executors``) is the other mechanism, for clusters of
 from __future__ import annotations
 
 import ctypes
+import itertools
 import multiprocessing as mp
 import os
 import queue as queue_lib
@@ -164,12 +166,17 @@ class WorkerPool:
         ctx = mp.get_context("fork" if fork else "spawn")
         self.tasks = ctx.Queue()
         self.results = ctx.Queue()
-        with _child_thread_limit(threads):
-            self.processes = [ctx.Process(target=_serve, args=(os.getpid(), threads, setup, setup_args,
-                                                               self.tasks, self.results), daemon=True)
-                              for _ in range(workers)]
-            for p in self.processes:
-                p.start()
+        self.processes = [ctx.Process(target=_serve, args=(os.getpid(), threads, setup, setup_args,
+                                                           self.tasks, self.results), daemon=True)
+                          for _ in range(workers)]
+        try:
+            with _child_thread_limit(threads):
+                for p in self.processes:
+                    p.start()
+        except BaseException:  # Ctrl-C while starting: stop those already started
+            self.processes = [p for p in self.processes if p.pid is not None]
+            self.close(wait=False)
+            raise
         self.workers = workers
 
     def __enter__(self) -> "WorkerPool":
@@ -181,12 +188,18 @@ class WorkerPool:
     def run(self, fn: Callable[..., R], tasks: Sequence[tuple], on_done: Callable[[int, R], None] | None = None,
             on_progress: Callable[[int], None] | None = None) -> list[R]:
         """``[fn(context, *args) for args in tasks]`` over the workers, in task order;
-        ``on_done(i, result)`` is called in the caller as each task finishes."""
-        for k, args in enumerate(tasks):
-            self.tasks.put((k, fn, tuple(args)))
+        ``on_done(i, result)`` is called in the caller as each task finishes.
+
+        At most two tasks per worker are queued at a time, the next one sent as each
+        finishes: the queue's pipe never fills, so no thread of this process is left
+        blocked writing tasks that no worker will read when the run stops.
+        """
         out: list[Any] = [None] * len(tasks)
         remaining = len(tasks)
+        pending = iter(enumerate(tasks))
         try:
+            for k, args in itertools.islice(pending, 2 * self.workers):
+                self.tasks.put((k, fn, tuple(args)))
             while remaining:
                 try:
                     k, kind, value = self.results.get(timeout=0.5)
@@ -203,6 +216,8 @@ class WorkerPool:
                 else:
                     out[k] = value
                     remaining -= 1
+                    for j, args in itertools.islice(pending, 1):
+                        self.tasks.put((j, fn, tuple(args)))
                     if on_done is not None:
                         on_done(k, value)
         except BaseException:

@@ -37,10 +37,10 @@ def _count(path, fmt: str) -> int:
 @pytest.mark.parametrize("fmt", ["folder", "cif", "extxyz", "json", "h5"])
 def test_each_chunk_is_complete_in_the_output_and_all_chunks_equal_one_write(tmp_path, results, fmt):
     name = "cifs" if fmt == "folder" else f"out.{fmt}"
-    writer = ResultWriter(tmp_path / "chunked" / name)
-    for k in range(3):
-        writer.write(results[2 * k: 2 * k + 2])
-        assert _count(tmp_path / "chunked" / name, fmt) == 2 * k + 2  # readable after every chunk
+    with ResultWriter(tmp_path / "chunked" / name) as writer:
+        for k in range(3):
+            writer.write(results[2 * k: 2 * k + 2])
+            assert _count(tmp_path / "chunked" / name, fmt) == 2 * k + 2  # readable after every chunk
     write_results(results, tmp_path / "whole" / name)
     chunked, whole = tmp_path / "chunked" / name, tmp_path / "whole" / name
     if fmt == "folder":

@@ -149,6 +149,8 @@ def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, s
         writer = ResultWriter(out, fmt, overwrite, width=max(5, len(str(n - 1))))
     except OutputError as err:
         raise click.ClickException(str(err)) from None
+    for folder in writer.target.stale_staging:
+        click.echo(f"removed {folder}: the staging folder of an earlier run into {out} that was killed", err=True)
     element_list = [e for e in elements.split(",")] if elements else None
     if strategy != "model" and (formula is None or spacegroup is not None or num_atoms is not None or only_valid):
         raise click.UsageError(f"--strategy {strategy} takes --formula alone (no --spacegroup, --num-atoms, --only-valid)")
@@ -189,6 +191,7 @@ def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, s
         click.echo(f"interrupted: {writer.count} finished crystals are in {out}", err=True)
         raise SystemExit(130) from None
     finally:
+        writer.close()
         gen.close()
     elapsed = time.perf_counter() - start
     if only_valid and tally.n < n:

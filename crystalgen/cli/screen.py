@@ -26,7 +26,8 @@ def command(config_path: Path, run_dir: Path, executor: str, address: str | None
     """Sample, validate, deduplicate, check novelty, rank and export candidates for the targets in CONFIG.toml.
 
     Writes RUN_DIR/screen.h5 (all candidates, traces, reports, scores), summary.csv, funnel.csv,
-    cifs/ (top candidates), and funnel/scores/spacegroups PNG plots. Killed runs resume where they stopped.
+    cifs/ (top candidates), and funnel/scores/spacegroups PNG plots. Killed runs resume where they stopped;
+    Ctrl-C stops the workers, keeps the finished shards and exits with code 130.
     """
     from crystalgen.output_paths import OutputError, check_output_folder
     from crystalgen.screening.config import ScreenConfig
@@ -52,8 +53,15 @@ def command(config_path: Path, run_dir: Path, executor: str, address: str | None
             check_output_folder(run_dir, overwrite)
     except OutputError as err:
         raise click.ClickException(str(err)) from None
-    result = run_screen(config, run_dir, executor=executor, address=address, workers=workers,
-                        progress=not quiet)
+    try:
+        result = run_screen(config, run_dir, executor=executor, address=address, workers=workers,
+                            progress=not quiet)
+    except KeyboardInterrupt:
+        specs = plan_shards(config)
+        done = sum(shard_path(run_dir, s).exists() for s in specs)
+        click.echo(f"interrupted: {done} of {len(specs)} shards are finished in {run_dir}; "
+                   f"the same command resumes the run", err=True)
+        raise SystemExit(130) from None
     click.echo(funnel_markdown(result.funnel))
     for w in result.warnings:
         click.echo(f"warning: {w}", err=True)
