@@ -66,4 +66,4 @@ def prior_order(candidates: Sequence[Mapping[str, Any]], weights: PriorWeights) 
 
 
 #: the default (`AnalogueConfig.prior`), as fitted on the tuning crystals (docs/analogues.md)
-DEFAULT_PRIOR = PriorWeights()
+DEFAULT_PRIOR = PriorWeights(vote_mass=1.0)
