@@ -91,7 +91,8 @@ def test_prior_order_keeps_the_plain_order_without_weights_and_known_and_same_ce
         c["votes"], c["vote_mass"] = votes[c["prototype"]]
     assert prior_order(cands, PriorWeights()) == [0, 1, 2, 3, 4]
     popular = prior_order(cands, PriorWeights(popularity=1.0))
-    assert popular == [0, 2, 3, 1, 4]  # the popular prototype overtakes B; the known compound and cell order stay
+    assert popular == [0, 2, 1, 3, 4]  # the popular prototype's best candidate overtakes B, its other one does not;
+    # the known compound and the cell order stay
     assert prior_order(cands, PriorWeights(votes=1.0))[:2] == [0, 2]
     assert prior_order(cands, PriorWeights(vote_mass=1.0))[:2] == [0, 2]
 

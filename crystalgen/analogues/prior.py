@@ -10,8 +10,9 @@ anonymous formula, space group, Wyckoff letters per element); n_query and sum_j 
 the query's candidates of that prototype and their summed substitution probabilities
 (`prototype_votes`). The plain order's structure stays: analogues whose primitive cell
 holds the target's cell first, known compounds first among those; the prior re-orders the
-rest, ties in plain order. Default weights: fitted by grid search on held-out tuning
-crystals, kept after cross-validation (`benchmarks/bench_analogue_misses.py`, docs/analogues.md).
+rest: the best candidate of each prototype (highest log p_sub) by s, then the others by s (they
+would mostly repeat a crystal already listed, and K > 1 wants distinct ones), ties in plain order. Default weights: fitted by grid search on
+held-out tuning crystals, kept after cross-validation (`benchmarks/bench_analogue_misses.py`, docs/analogues.md).
 """
 
 from __future__ import annotations
@@ -50,6 +51,16 @@ def prototype_votes(candidates: Sequence[Mapping[str, Any]]) -> dict[str, tuple[
     return {k: (count[k], math.log(mass[k]) if mass[k] > 0 else -math.inf) for k in count}
 
 
+def representatives(candidates: Sequence[Mapping[str, Any]]) -> list[bool]:
+    """Whether each candidate is the best of its prototype (highest log p, then the given order)."""
+    best: dict[str, int] = {}
+    for i, c in enumerate(candidates):
+        j = best.get(c["prototype"])
+        if j is None or c["log_prob"] > candidates[j]["log_prob"]:
+            best[c["prototype"]] = i
+    return [best[c["prototype"]] == i for i, c in enumerate(candidates)]
+
+
 def prior_scores(candidates: Sequence[Mapping[str, Any]], weights: PriorWeights) -> list[float]:
     """s for each candidate (each needs log_prob, popularity, votes, vote_mass)."""
     return [c["log_prob"] + weights.popularity * math.log(max(c["popularity"], 1))
@@ -59,10 +70,12 @@ def prior_scores(candidates: Sequence[Mapping[str, Any]], weights: PriorWeights)
 
 def prior_order(candidates: Sequence[Mapping[str, Any]], weights: PriorWeights) -> list[int]:
     """Indices of `candidates` (given in plain order) best first: same cell first, known
-    compounds first (in their plain order), the others by s."""
+    compounds first (in their plain order), then the best candidate of each prototype by s,
+    then the others by s."""
     scores = prior_scores(candidates, weights)
+    rep = representatives(candidates)
     return sorted(range(len(candidates)), key=lambda i: (not candidates[i]["same_cell"], not candidates[i]["known"],
-                                                         0.0 if candidates[i]["known"] else -scores[i], i))
+                                                         (False, 0.0) if candidates[i]["known"] else (not rep[i], -scores[i]), i))
 
 
 #: the default (`AnalogueConfig.prior`), as fitted on the tuning crystals (docs/analogues.md)
