@@ -8,6 +8,8 @@ target's formula units. Ranking (best first):
 3. ties (polymorphs of one analogue formula) by the analogue's e_above_hull (unknown
    counts as UNKNOWN_E_HULL eV/atom), then fewest repeats to reach the target's cell (a
    primitive cell as large as the target's cell first), then corpus order.
+With prior weights (`prior.PriorWeights`), the candidates that are not the target compound
+are re-ordered within their cell group by the prototype prior (`prior.prior_order`).
 A candidate's structure is the analogue's primitive cell with the elements substituted,
 repeated to the target's formula units and rescaled by the volume rule.
 """
@@ -22,6 +24,7 @@ from pymatgen.core import Composition, Element, Structure
 
 from crystalgen.analogues.index import AnalogueIndex, composition_key
 from crystalgen.analogues.prefilter import MendeleevPrefilter
+from crystalgen.analogues.prior import PriorWeights, prior_order, prior_scores, prototype_votes
 from crystalgen.analogues.substitution import Mapping, best_mapping
 from crystalgen.analogues.volume import VolumeRule
 
@@ -45,6 +48,14 @@ class Candidate:
     known: bool
     e_above_hull: float
     z_ratio: int
+    prototype: str = ""
+    popularity: int = 1
+    prior_score: float | None = None
+
+    @property
+    def score(self) -> float:
+        """The ranking score: the prototype prior's s where it was applied, else log p_sub."""
+        return self.mapping.log_prob if self.prior_score is None else self.prior_score
 
     def provenance(self) -> dict:
         return {
@@ -53,7 +64,13 @@ class Candidate:
             "mapping": [list(p) for p in self.mapping.pairs], "log_prob": round(self.mapping.log_prob, 4),
             "method": self.mapping.method, "known_compound": self.known,
             "e_above_hull": None if math.isnan(self.e_above_hull) else round(self.e_above_hull, 4),
+            "prototype": self.prototype, "prototype_popularity": self.popularity,
         }
+
+    def prior_features(self) -> dict:
+        """What `prior.prior_order` reads (votes are added per query)."""
+        return {"log_prob": self.mapping.log_prob, "known": self.known, "same_cell": self.z_ratio == 1,
+                "prototype": self.prototype, "popularity": self.popularity}
 
 
 def _rank_key(c: Candidate) -> tuple:
@@ -66,11 +83,12 @@ def _rank_key(c: Candidate) -> tuple:
 
 
 def find_candidates(index: AnalogueIndex, composition: Composition | str, exact_cell: bool = True,
-                    prefilter: MendeleevPrefilter | None = None) -> list[Candidate]:
+                    prefilter: MendeleevPrefilter | None = None, prior: PriorWeights | None = None) -> list[Candidate]:
     """Every analogue of `composition`, best first. exact_cell: the composition is the cell's
     (candidates are repeated to its formula units); else any Z is accepted and kept (a user's
     "Fe2O3" then finds corundum, whose primitive cell holds two formula units). prefilter:
-    map only the entries it keeps (the Mendeleev-closest ones; see prefilter.py)."""
+    map only the entries it keeps (the Mendeleev-closest ones; see prefilter.py). prior: the
+    prototype prior's weights (None or all 0: the plain order)."""
     elements, counts, units = composition_key(composition)
     target = tuple(sorted(zip(elements, counts)))
     found = []
@@ -86,8 +104,18 @@ def find_candidates(index: AnalogueIndex, composition: Composition | str, exact_
             entry=int(i), reference_id=str(index.ids[i]), reference_formula=index.formula(int(i)),
             spacegroup=int(index.spacegroup[i]), mapping=mapping, known=analogue == target,
             e_above_hull=float(index.e_above_hull[i]), z_ratio=units // int(index.z[i]) if exact_cell else 1,
+            prototype=str(index.prototype[i]), popularity=index.popularity(int(i)),
         ))
-    return sorted(found, key=_rank_key)
+    found.sort(key=_rank_key)
+    if prior is None or prior.off:
+        return found
+    feats = [c.prior_features() for c in found]
+    votes = prototype_votes(feats)
+    for f in feats:
+        f["votes"], f["vote_mass"] = votes[f["prototype"]]
+    for c, s in zip(found, prior_scores(feats, prior)):
+        c.prior_score = s
+    return [found[i] for i in prior_order(feats, prior)]
 
 
 def _supercell_matrix(m: int) -> list[int]:

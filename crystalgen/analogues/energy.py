@@ -51,9 +51,9 @@ class EnergyRanker:
             return out
 
     def order(self, candidates, energies: Sequence[float]) -> list[int]:
-        """Indices of `candidates` (with `.mapping.log_prob`) by descending combined score."""
+        """Indices of `candidates` (with `.score`, the substitution log p plus any prior) by descending combined score."""
         finite = [e for e in energies if math.isfinite(e)]
         e_min = min(finite) if finite else 0.0
-        scores = [c.mapping.log_prob - self.weight * (e - e_min) if math.isfinite(e) else -math.inf
+        scores = [c.score - self.weight * (e - e_min) if math.isfinite(e) else -math.inf
                   for c, e in zip(candidates, energies)]
         return sorted(range(len(candidates)), key=lambda i: (-scores[i], i))

@@ -28,6 +28,7 @@ from crystalgen.analogues.candidates import Candidate, NoAnalogueError, build_st
 from crystalgen.analogues.energy import EnergyRanker
 from crystalgen.analogues.index import AnalogueIndex, load_index
 from crystalgen.analogues.prefilter import MendeleevPrefilter
+from crystalgen.analogues.prior import DEFAULT_PRIOR, PriorWeights
 from crystalgen.analogues.relax import Relaxer, as_relaxer, relax_results
 from crystalgen.analogues.model_score import ModelScore, encode_candidate, score_sequences
 from crystalgen.analogues.ranking import RankWeights, combined_order, combined_scores, features
@@ -51,7 +52,8 @@ class AnalogueConfig:
     anonymous formula (0: all; for corpora where one key holds thousands, see prefilter.py); model_top: with a
     model, rank this many top candidates by the combined score (`ranking`, weights
     `rank_weights`; 0: off); refine: let the model write their lattice and coordinates
-    (`refine`, temperature 0) and keep the more likely."""
+    (`refine`, temperature 0) and keep the more likely; prior: the prototype prior's weights
+    (`prior.py`; `PriorWeights()` is the plain order)."""
 
     extra_candidates: int = 10
     energy_top: int = 0
@@ -61,6 +63,7 @@ class AnalogueConfig:
     model_top: int = 10
     rank_weights: RankWeights = field(default_factory=RankWeights)
     refine: bool = False
+    prior: PriorWeights = field(default_factory=lambda: DEFAULT_PRIOR)
 
 
 def _describe(c: Candidate) -> str:
@@ -93,7 +96,7 @@ class AnalogueGenerator:
 
     def candidates(self, composition: Composition | str) -> list[Candidate]:
         """Every analogue of `composition`, best first; NoAnalogueError when there is none."""
-        found = find_candidates(self.index, composition, self.config.exact_cell, self._prefilter)
+        found = find_candidates(self.index, composition, self.config.exact_cell, self._prefilter, self.config.prior)
         if not found:
             raise NoAnalogueError(f"no analogue for {Composition(composition).formula}: the reference corpus "
                                   f"({Path(self.index.origin).name or 'index'}) holds no structure of that "

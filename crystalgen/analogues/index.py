@@ -10,6 +10,10 @@ so Z changes between a target and its analogue are found.
 Parsing and symmetry analysis cost ~5 ms per structure, so the arrays are written to a
 sidecar (`<corpus>.analogues.npz`, or the user cache when the corpus folder is read-only)
 keyed by the corpus's size and SHA-256; a changed corpus is re-indexed.
+
+Each entry also carries its prototype key (`prototype_key`: anonymous formula, space group
+and the Wyckoff letters of each element's orbits), so the ranking can count how often a
+structure type recurs in the corpus. A sidecar written without the keys gains them on load.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import spglib
 from pymatgen.core import Composition, Element, Lattice, Structure
 
 from crystalgen.data.reference import REFERENCE_POOL, is_reference_file, resolve
@@ -51,6 +56,29 @@ def composition_key(composition: Composition | str) -> tuple[tuple[str, ...], tu
     return tuple(amounts), tuple(c // g for c in counts), g
 
 
+def prototype_key(lattice: np.ndarray, numbers: np.ndarray, frac_coords: np.ndarray, symprec: float = SYMPREC) -> str:
+    """The structure type of a cell: reduced counts, space group, and per element its reduced count
+    with the sorted Wyckoff letters of its orbits ("1,1,3|221|1:a;1:b;3:c" for cubic perovskite).
+    Element identities are dropped, so substituted analogues of one prototype share the key."""
+    numbers = np.asarray(numbers, dtype=np.int64)
+    _, counts, units = reduced_counts(numbers)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            data = spglib.get_symmetry_dataset((np.asarray(lattice, float), np.asarray(frac_coords, float), numbers),
+                                               symprec=symprec)
+    except Exception:  # spglib raises on some odd cells (older versions return None)
+        data = None
+    if data is None:
+        return f"{','.join(map(str, sorted(counts)))}|1|"
+    orbits = sorted(set(int(o) for o in data.equivalent_atoms))
+    letters: dict[int, list[str]] = {}
+    for o in orbits:
+        letters.setdefault(int(numbers[o]), []).append(str(data.wyckoffs[o]))
+    per_element = sorted(f"{int((numbers == z).sum()) // units}:{''.join(sorted(w))}" for z, w in letters.items())
+    return f"{','.join(map(str, sorted(counts)))}|{int(data.number)}|{';'.join(per_element)}"
+
+
 def _primitive_arrays(task: tuple[str, str, Any, float]) -> dict[str, Any] | None:
     """One entry as primitive-cell arrays; None when it cannot be parsed or is disordered."""
     ident, source, payload, e_hull = task
@@ -69,11 +97,13 @@ def _primitive_arrays(task: tuple[str, str, Any, float]) -> dict[str, Any] | Non
                 prim, sg = structure, 1
     except Exception:
         return None
+    lattice = np.asarray(prim.lattice.matrix, dtype=np.float64)
+    species = np.array([site.specie.Z for site in prim], dtype=np.int16)
+    frac_coords = np.asarray(prim.frac_coords, dtype=np.float64) % 1.0
     return {
         "id": ident, "source": source, "spacegroup": int(sg), "e_above_hull": float(e_hull),
-        "lattice": np.asarray(prim.lattice.matrix, dtype=np.float64),
-        "species": np.array([site.specie.Z for site in prim], dtype=np.int16),
-        "frac_coords": np.asarray(prim.frac_coords, dtype=np.float64) % 1.0,
+        "lattice": lattice, "species": species, "frac_coords": frac_coords,
+        "prototype": prototype_key(lattice, species, frac_coords),
     }
 
 
@@ -153,7 +183,8 @@ class AnalogueIndex:
     """Primitive cells of a reference corpus, looked up by anonymous formula.
 
     Per entry i: ids, sources, spacegroup, e_above_hull (NaN if unknown), lattice (3x3 rows,
-    Å), sites species/frac_coords[site_offsets[i]:site_offsets[i+1]].
+    Å), sites species/frac_coords[site_offsets[i]:site_offsets[i+1]], prototype (its
+    `prototype_key`; computed from the arrays when not given).
     """
 
     ids: np.ndarray
@@ -165,12 +196,21 @@ class AnalogueIndex:
     species: np.ndarray
     frac_coords: np.ndarray
     origin: str = ""
+    prototype: np.ndarray | None = None
     elements: list[tuple[int, ...]] = field(init=False, repr=False)
     counts: list[tuple[int, ...]] = field(init=False, repr=False)
     z: np.ndarray = field(init=False, repr=False)
     _by_key: dict[tuple[int, ...], np.ndarray] = field(init=False, repr=False)
+    _popularity: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.prototype is None:
+            self.prototype = np.array([prototype_key(self.lattice[i], self.species[lo:hi], self.frac_coords[lo:hi])
+                                       for i, (lo, hi) in enumerate(zip(self.site_offsets[:-1], self.site_offsets[1:]))],
+                                      dtype=object)
+        self._popularity = {}
+        for key in self.prototype:
+            self._popularity[key] = self._popularity.get(key, 0) + 1
         self.elements, self.counts, zs = [], [], []
         by_key: dict[tuple[int, ...], list[int]] = {}
         for i in range(len(self.ids)):
@@ -190,6 +230,10 @@ class AnalogueIndex:
         hits = self._by_key.get(tuple(sorted(counts)), np.zeros(0, dtype=np.int64))
         return hits[formula_units % self.z[hits] == 0] if len(hits) and formula_units else hits
 
+    def popularity(self, i: int) -> int:
+        """How many entries of the index share entry i's prototype (itself included)."""
+        return self._popularity[self.prototype[i]]
+
     def formula(self, i: int) -> str:
         """Entry i's reduced formula."""
         return Composition({Element.from_Z(n): c for n, c in zip(self.elements[i], self.counts[i])}).reduced_formula
@@ -207,7 +251,7 @@ class AnalogueIndex:
         offsets = np.concatenate([[0], np.cumsum(lengths[keep])])
         return AnalogueIndex(self.ids[keep], self.sources[keep], self.spacegroup[keep], self.e_above_hull[keep],
                              self.lattice[keep], offsets, self.species[site_keep], self.frac_coords[site_keep],
-                             self.origin)
+                             self.origin, self.prototype[keep])
 
     # --- building and caching -------------------------------------------------------------
 
@@ -224,7 +268,7 @@ class AnalogueIndex:
             site_offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
             species=np.concatenate([r["species"] for r in rows]) if rows else np.zeros(0, np.int16),
             frac_coords=np.concatenate([r["frac_coords"] for r in rows]) if rows else np.zeros((0, 3)),
-            origin=origin,
+            origin=origin, prototype=np.array([r["prototype"] for r in rows], dtype=object),
         )
 
     @classmethod
@@ -242,6 +286,7 @@ class AnalogueIndex:
         arrays = {name: getattr(self, name) for name in _FIELDS}
         arrays["ids"] = np.array([str(v) for v in self.ids])
         arrays["sources"] = np.array([str(v) for v in self.sources])
+        arrays["prototype"] = np.array([str(v) for v in self.prototype])
         np.savez_compressed(tmp, fingerprint=np.array(fingerprint), **arrays)
         os.replace(tmp, path)
 
@@ -253,11 +298,21 @@ class AnalogueIndex:
                 if fingerprint is not None and str(data["fingerprint"]) != fingerprint:
                     return None
                 arrays = {name: data[name] for name in _FIELDS}
+                prototype = data["prototype"].astype(object) if "prototype" in data.files else None
         except (OSError, KeyError, ValueError):
             return None
         arrays["ids"] = arrays["ids"].astype(object)
         arrays["sources"] = arrays["sources"].astype(object)
-        return cls(**arrays, origin=origin)
+        return cls(**arrays, origin=origin, prototype=prototype)
+
+    @staticmethod
+    def has_prototypes(path: Path) -> bool:
+        """Whether the sidecar at `path` already stores the prototype keys."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return "prototype" in data.files
+        except (OSError, ValueError):
+            return False
 
 
 def load_index(path: str | Path = REFERENCE_POOL, workers: int = 2, progress: bool = True) -> AnalogueIndex:
@@ -267,11 +322,15 @@ def load_index(path: str | Path = REFERENCE_POOL, workers: int = 2, progress: bo
         raise FileNotFoundError(f"{path}: no such reference corpus")
     fingerprint = corpus_fingerprint(path)
     candidates = sidecar_paths(path, fingerprint)
+    index = None
     for sidecar in candidates:
         index = AnalogueIndex.load_file(sidecar, fingerprint, origin=str(path))
-        if index is not None:
+        if index is not None and AnalogueIndex.has_prototypes(sidecar):
             return index
-    index = AnalogueIndex.build(path, workers=workers, progress=progress)
+        if index is not None:  # an older sidecar: its prototype keys were just computed, store them
+            break
+    if index is None:
+        index = AnalogueIndex.build(path, workers=workers, progress=progress)
     for sidecar in candidates:
         try:
             index.save(sidecar, fingerprint)

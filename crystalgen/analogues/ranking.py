@@ -5,7 +5,8 @@ Score of candidate i (nats; higher is better):
     s_i = log p_sub,i + plan * plan_log_prob_i + values * value_log_lik_i
           + same_cell * [its primitive cell holds the target's cell] - energy * (E_i - E_min)
 
-log p_sub: the substitution log-probability (`substitution.best_mapping`); plan_log_prob and
+log p_sub: the substitution log-probability (`substitution.best_mapping`), with the
+prototype prior's terms added where it ranked the candidates (`Candidate.score`); plan_log_prob and
 value_log_lik: the model's teacher-forced scores (`model_score.ModelScore`); E: CHGNet's
 energy per atom (eV/atom) where computed, E_min the lowest among the candidates (a
 candidate without an energy counts as E_min when the energy weight is 0 and last otherwise).
@@ -45,7 +46,7 @@ class RankWeights:
 
 def features(candidate: Candidate, score: ModelScore | None, energy: float | None = None) -> dict[str, Any]:
     """The ranking inputs of one candidate, as `combined_order` reads them."""
-    return {"log_prob": candidate.mapping.log_prob, "known": candidate.known, "same_cell": candidate.z_ratio == 1,
+    return {"log_prob": candidate.score, "known": candidate.known, "same_cell": candidate.z_ratio == 1,
             "plan_log_prob": None if score is None else score.plan_log_prob,
             "value_log_lik": None if score is None else score.value_log_lik,
             "energy": energy if energy is not None and math.isfinite(energy) else None}

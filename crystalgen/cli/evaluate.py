@@ -24,7 +24,8 @@ DNG_COLUMNS = [
 
 def _generators(model: str | None, baseline: str | None, compare: bool, oracle_structures, pyxtal_pool=None,
                 min_distance: float = 0.5, strategy: str = "model", reference=None, charge_neutral: bool = True,
-                allow_intermetallic: bool = False, volume_guard: bool = True):
+                allow_intermetallic: bool = False, volume_guard: bool = True, plan_search: int = 1,
+                analogue_config=None):
     """[(name, generator)], the primary first; the model is imported only if used."""
     from crystalgen.evaluation.baseline import PyXtalBaseline
     from crystalgen.evaluation.oracle import OracleGenerator
@@ -37,8 +38,12 @@ def _generators(model: str | None, baseline: str | None, compare: bool, oracle_s
     else:
         primary = load_model_generator(model, min_distance=min_distance, strategy=strategy, reference=reference,
                                        charge_neutral=charge_neutral, allow_intermetallic=allow_intermetallic,
-                                       volume_guard=volume_guard)
-    out = [(("model" if strategy == "model" else f"model ({strategy})") if baseline is None else baseline, primary)]
+                                       volume_guard=volume_guard, plan_search=plan_search,
+                                       analogue_config=analogue_config)
+    label = "model" if strategy == "model" else f"model ({strategy})"
+    if plan_search > 1:
+        label += f" + plan search {plan_search}"
+    out = [(label if baseline is None else baseline, primary)]
     if compare and baseline != "pyxtal":
         out.append(("pyxtal", PyXtalBaseline(pyxtal_pool)))
     return out
@@ -104,12 +109,18 @@ def command() -> None:
               help="Add a row with the main generator's top --relax-top candidates relaxed by CHGNet and re-ranked "
                    "by energy, beside the unrelaxed row.")
 @click.option("--relax-top", type=click.IntRange(1), default=3, show_default=True, help="Candidates --relax relaxes.")
+@click.option("--plan-search", type=click.IntRange(1), default=1, show_default=True,
+              help="The model's candidates are the best of N samples each by plan log-probability (1 = as sampled).")
+@click.option("--prototype-prior/--no-prototype-prior", default=True, show_default=True,
+              help="Analogue ranking with the prototype prior (docs/analogues.md); off: the plain order.")
 @_common
-def csp(test_path, n_samples, limit, strategy, reference, energy_top, energy_weight, prefilter, relax, relax_top, model, baseline, compare, seed,
-        min_distance, workers, json_out, png_out, overwrite) -> None:
+def csp(test_path, n_samples, limit, strategy, reference, energy_top, energy_weight, prefilter, relax, relax_top,
+        plan_search, prototype_prior, model, baseline, compare, seed, min_distance, workers, json_out, png_out,
+        overwrite) -> None:
     """Crystal structure prediction: match rate and RMSE (CDVAE / DiffCSP protocol)."""
     _check_outputs(overwrite, json_out, png_out)
     from crystalgen.analogues.generator import AnalogueConfig, AnalogueGenerator
+    from crystalgen.analogues.prior import PriorWeights
     from crystalgen.evaluation.analogue import held_out_analogues
     from crystalgen.evaluation.csp import CSPConfig, csp_settings, evaluate_csp
     from crystalgen.evaluation.datasets import load_structures
@@ -119,12 +130,14 @@ def csp(test_path, n_samples, limit, strategy, reference, energy_top, energy_wei
     test = load_structures(test_path, limit=limit, seed=seed, workers=workers)
     config = CSPConfig(n_samples=n_samples, seed=seed, workers=workers)
     generators, analogue_settings = [], None
+    prior = {} if prototype_prior else {"prior": PriorWeights()}
     if strategy in ("analogue", "auto") or baseline == "analogue":
         plain, analogue_settings = held_out_analogues(reference, test.ids, test.structures,
-                                                      AnalogueConfig(prefilter=prefilter), workers=workers)
+                                                      AnalogueConfig(prefilter=prefilter, **prior), workers=workers)
         if strategy == "analogue":
             main = plain if energy_top == 0 else AnalogueGenerator(
-                plain.index, AnalogueConfig(energy_top=energy_top, energy_weight=energy_weight, prefilter=prefilter))
+                plain.index, AnalogueConfig(energy_top=energy_top, energy_weight=energy_weight, prefilter=prefilter,
+                                            **prior))
             generators.append(("analogue" if energy_top == 0 else "analogue+chgnet", main))
             analogue_settings.update(energy_top=energy_top, energy_weight=energy_weight)
         if baseline == "analogue" and (strategy != "analogue" or energy_top > 0):
@@ -132,7 +145,8 @@ def csp(test_path, n_samples, limit, strategy, reference, energy_top, energy_wei
     if strategy in ("model", "auto"):
         model_rows = _generators(model, None if baseline == "analogue" else baseline, compare, test.structures,
                                  min_distance=min_distance, strategy=strategy,
-                                 reference=plain.index if strategy == "auto" else None)
+                                 reference=plain.index if strategy == "auto" else None, plan_search=plan_search,
+                                 analogue_config=AnalogueConfig(**prior))
         generators = model_rows[:1] + generators + model_rows[1:]
     elif compare:
         generators += _generators(model, "pyxtal", False, test.structures)
@@ -157,6 +171,7 @@ def csp(test_path, n_samples, limit, strategy, reference, energy_top, energy_wei
     settings["n_unparsable"] = test.n_unparsable
     settings["min_distance"] = min_distance
     settings["strategy"] = strategy
+    settings["plan_search"] = plan_search
     settings["relax"] = relax_settings
     if analogue_settings is not None:
         settings["analogues"] = analogue_settings

@@ -32,5 +32,5 @@ def held_out_analogues(
     config = config or AnalogueConfig()
     settings = {"reference": str(reference or "training-pool"), **exclusion.as_dict(),
                 "energy_top": config.energy_top, "energy_weight": config.energy_weight,
-                "prefilter": config.prefilter}
+                "prefilter": config.prefilter, "prior": config.prior.as_dict()}
     return AnalogueGenerator(index, config, excluded=exclusion.as_dict()), settings
