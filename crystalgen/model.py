@@ -110,6 +110,9 @@ class CrystalModel(nn.Module):
         self.value_embedding = ValueEmbedding(h, self.config.value_frequencies)
         self.backbone = Backbone(bcfg)
         self.token_head = TokenHead(h, VOCAB_SIZE)
+        #: tokens [0, trained_vocab_size) were learned; later ones (appended to the vocabulary
+        #: after this model was trained) get -inf logits, so an older model behaves as it did.
+        self.trained_vocab_size = VOCAB_SIZE
         k = self.config.n_mixture
         self.value_heads = nn.ModuleDict(
             {
@@ -152,7 +155,7 @@ class CrystalModel(nn.Module):
             return loss_of(hidden[rows], wanted[rows]).sum(), rows.sum()  # CPU: heads on targets only
 
         def token_nll(h: Tensor, t: Tensor) -> Tensor:
-            logits = self.token_head(h)
+            logits = self.token_logits(h)
             return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), t.reshape(-1), reduction="none").view(t.shape)
 
         out = {"token": total(token_nll, selected & (kinds == 0), target["tokens"])}
@@ -210,7 +213,14 @@ class CrystalModel(nn.Module):
 
     def token_logits(self, hidden: Tensor) -> Tensor:
         """Logits (..., vocab) of the next token; mask them with the grammar before sampling."""
-        return self.token_head(hidden)
+        logits = self.token_head(hidden)
+        if self.trained_vocab_size < VOCAB_SIZE:
+            logits[..., self.trained_vocab_size :] = float("-inf")
+        return logits
+
+    def knows_token(self, token: int) -> bool:
+        """Whether this model was trained with ``token`` in its vocabulary."""
+        return token < self.trained_vocab_size
 
     def value_distribution(self, hidden: Tensor, kind: int) -> MixtureDistribution:
         """The distribution of the next value of ``kind`` (1 length, 2 angle, 3 coordinate)."""
@@ -246,13 +256,22 @@ class CrystalModel(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "CrystalModel":
         """Load a directory written by :meth:`save_pretrained`, single-file or sharded
-        (safetensors only); weights stored in bf16 come back as float32."""
+        (safetensors only); weights stored in bf16 come back as float32. A model saved with
+        a shorter vocabulary (tokens are only appended) loads with zero rows for the tokens it
+        never saw, and :meth:`token_logits` keeps them at -inf."""
         directory = Path(directory)
         meta = json.loads((directory / CONFIG_FILE).read_text())
-        if meta.pop("vocab_size", VOCAB_SIZE) != VOCAB_SIZE:
-            raise ValueError(f"{directory} was trained with another vocabulary")
+        trained = int(meta.pop("vocab_size", VOCAB_SIZE))
+        if trained > VOCAB_SIZE:
+            raise ValueError(f"{directory} was trained with a larger vocabulary ({trained} tokens) than "
+                             f"this version of crystalgen has ({VOCAB_SIZE}); upgrade crystalgen")
         meta.pop("model_type", None)
         meta.pop("torch_dtype", None)
         model = cls(CrystalModelConfig.from_dict(meta))
-        model.load_state_dict(load_weights(directory))
+        state = load_weights(directory)
+        if trained < VOCAB_SIZE:
+            for name in ("embed_tokens.weight", "token_head.proj.weight"):
+                state[name] = torch.cat([state[name], state[name].new_zeros(VOCAB_SIZE - trained, state[name].shape[1])])
+        model.load_state_dict(state)
+        model.trained_vocab_size = trained
         return model.to(device).eval()

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+
 from training_data import fixture_corpus_path, fixture_sequences, one_thread
 
 from crystalgen.cli import main
-from crystalgen.model import CrystalModel
+from crystalgen.model import CrystalModel, CrystalModelConfig
 from crystalgen.training.config import DataConfig, TrainConfig, load_config
 from crystalgen.representation import vocab as V
 from crystalgen.representation.grammar import Grammar
@@ -165,3 +166,21 @@ def test_cli_help_and_a_two_process_gloo_run(tmp_path):
     ckpt = load_checkpoint(tmp_path / "checkpoint.pt", torch.device("cpu"))
     assert ckpt["state"]["step"] == 6
     assert (tmp_path / "best" / "model.safetensors").exists()
+
+
+def test_init_from_starts_a_run_from_saved_weights(tmp_path):
+    """`init_from` (a model folder here) puts the saved weights into the new run's model
+    before its first step: a run of zero steps saves them back unchanged."""
+    from crystalgen.model import CrystalModel
+    from crystalgen.training.loop import warm_start
+
+    torch.manual_seed(3)
+    source = CrystalModel(CrystalModelConfig(backbone="tiny", mtp=False))
+    source.save_pretrained(tmp_path / "source", dtype=torch.float32)
+    torch.manual_seed(4)
+    fresh = CrystalModel(CrystalModelConfig(backbone="tiny", mtp=False))
+    assert warm_start(fresh, tmp_path / "source") == []
+    for name, tensor in source.state_dict().items():
+        assert torch.equal(fresh.state_dict()[name], tensor), name
+    with pytest.raises(ValueError, match="weight"):
+        warm_start(CrystalModel(CrystalModelConfig(backbone="tiny", mtp=False, n_mixture=4)), tmp_path / "source")

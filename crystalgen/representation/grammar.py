@@ -15,7 +15,7 @@ Masks are cached per state key.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -284,6 +284,7 @@ class Grammar:
             self.options = _gen_options(max_atoms, self.given_sg)
             if not self.options:
                 raise NoLegalCompletion(f"space group {self.given_sg} cannot hold a crystal within {max_atoms} atoms")
+            rule = self.rule
             if rule is not None:
                 self.written = Written(required=rule.required)
                 if rule.neutral or len(rule.required) > 1:  # else any one element completes
@@ -301,7 +302,8 @@ class Grammar:
         if len(toks) < 3 or toks[0] != V.BOS or toks[-1] != V.PLAN or toks[1] not in V.TASKS.values():
             raise ValueError("prefix must be <bos> <task:*> ... <plan>")
         self.task = "csp" if toks[1] == V.TASK_CSP else "gen"
-        comp, i = [], 2
+        i = self._read_element_set(toks, 2)
+        comp = []
         while V.in_range(toks[i], V.EL0, len(V.ELEMENTS)):
             if not V.in_range(toks[i + 1], V.CNT0, V.MAX_COUNT):
                 raise ValueError(f"element token at {i} not followed by a count")
@@ -321,6 +323,27 @@ class Grammar:
             i += 1
         if i != len(toks) - 1:
             raise ValueError(f"unexpected prefix token {V.TOKENS[toks[i]]} at {i}")
+
+    def _read_element_set(self, toks: list[int], i: int) -> int:
+        """Read a de novo prefix's ``<sys:all|any> <el:X>+`` into ``self.rule`` (merged with a
+        rule given by the caller: elements allowed by both, required by either); returns the
+        index after it."""
+        if toks[i] not in (V.SYS_ALL, V.SYS_ANY):
+            return i
+        if self.task != "gen":
+            raise ValueError("an element-set prompt (<sys:*>) belongs to a de novo (<task:gen>) prefix")
+        required, j = toks[i] == V.SYS_ALL, i + 1
+        elements = []
+        while V.in_range(toks[j], V.EL0, len(V.ELEMENTS)):
+            elements.append(V.token_element(toks[j]))
+            j += 1
+        if not elements or elements != sorted(elements, key=element_order_key):
+            raise ValueError("<sys:*> must be followed by its elements in canonical order")
+        listed = frozenset(elements)
+        rule = self.rule or PlanRule(neutral=False)
+        allowed = listed if rule.allowed is None else rule.allowed & listed
+        self.rule = replace(rule, allowed=allowed, required=rule.required | listed if required else rule.required)
+        return j
 
     def copy(self) -> "Grammar":
         new = object.__new__(Grammar)

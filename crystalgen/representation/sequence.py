@@ -37,11 +37,15 @@ class DecodeError(ValueError):
 
 @dataclass
 class Conditioning:
-    """What the prefix states: reduced composition, primitive-cell formula units, space group."""
+    """What the prefix states: reduced composition, primitive-cell formula units, space group;
+    for de novo generation, optionally an element set (``elements``) that the crystal uses
+    entirely (``elements_mode="all"``, a chemical system) or draws from (``"any"``)."""
 
     composition: dict[str, int] | None = None  # reduced formula, canonical element order
     formula_units: int | None = None  # formula units in the primitive cell
     spacegroup: int | None = None
+    elements: tuple[str, ...] | None = None  # de novo element set, canonical order
+    elements_mode: str = "all"  # "all" | "any" (vocab.ELEMENT_SET_MODES)
 
     @classmethod
     def for_task(cls, crystal: WyckoffCrystal, task: str = "csp") -> "Conditioning":
@@ -160,11 +164,19 @@ def _check_range(name: str, n: int, hi: int) -> None:
 
 
 def encode_prefix(condition: Conditioning, task: str = "csp") -> np.ndarray:
-    """Prefix tokens `<bos> <task:*> [<el:X> <cnt:n>]* [<fu:k>] [<sg:N>] <plan>`.
+    """Prefix tokens `<bos> <task:*> [<sys:all|any> <el:X>+] [<el:X> <cnt:n>]* [<fu:k>] [<sg:N>] <plan>`.
 
-    The composition must be reduced (gcd 1); it is written in canonical element order.
+    The composition must be reduced (gcd 1); it is written in canonical element order, as is
+    a de novo element set.
     """
     toks = [V.BOS, V.TASKS[task]]
+    if condition.elements:
+        if task != "gen" or condition.composition:
+            raise EncodeError("an element set is a de novo prompt; it does not go with a composition")
+        if condition.elements_mode not in V.SYS_TOKENS:
+            raise EncodeError(f"elements_mode must be one of {sorted(V.SYS_TOKENS)}, not {condition.elements_mode!r}")
+        toks.append(V.SYS_TOKENS[condition.elements_mode])
+        toks += [V.element_token(el) for el in sorted(set(condition.elements), key=element_order_key)]
     if condition.composition:
         comp = condition.composition
         g = 0

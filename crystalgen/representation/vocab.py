@@ -15,6 +15,10 @@ Id ranges, in order (see docs/sequence_format.md):
 | `<ox:-4>` .. `<ox:+8>` | 13 | oxidation states |
 | `<vpa:0>` .. `<vpa:23>` | 24 | volume-per-atom bins, edges `VPA_EDGES` (Å³/atom) |
 | `<v:a>` .. `<v:gamma>`, `<v:x>` `<v:y>` `<v:z>` | 9 | value-kind tokens (input at value positions) |
+| `<sys:all>` `<sys:any>` | 2 | de novo element-set prompt: every listed element / a subset (prefix) |
+
+Tokens are only ever appended, so a model saved with a shorter vocabulary keeps its ids
+(``CrystalModel.from_pretrained`` loads it and never emits the tokens it did not learn).
 
 Counts run to 48 (not 20) because ~1.5% of the pool has reduced-formula counts above 20.
 """
@@ -36,6 +40,7 @@ OX_MIN, OX_MAX = -4, 8
 VPA_EDGES: np.ndarray = np.geomspace(5.0, 70.0, 23)
 VALUE_KINDS = ("a", "b", "c", "alpha", "beta", "gamma", "x", "y", "z")
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<task:csp>", "<task:gen>", "<plan>", "</plan>", "<lat>")
+ELEMENT_SET_MODES = ("all", "any")
 
 
 def _ox(q: int) -> str:
@@ -54,6 +59,7 @@ TOKENS: tuple[str, ...] = (
     + tuple(_ox(q) for q in range(OX_MIN, OX_MAX + 1))
     + tuple(f"<vpa:{b}>" for b in range(len(VPA_EDGES) + 1))
     + tuple(f"<v:{k}>" for k in VALUE_KINDS)
+    + tuple(f"<sys:{m}>" for m in ELEMENT_SET_MODES)
 )
 VOCAB: dict[str, int] = {t: i for i, t in enumerate(TOKENS)}
 VOCAB_SIZE = len(TOKENS)
@@ -71,6 +77,8 @@ OX0 = VOCAB[_ox(OX_MIN)]  # id of oxidation state q is OX0 + q - OX_MIN
 VPA0 = VOCAB["<vpa:0>"]
 V0 = VOCAB["<v:a>"]  # value-kind token of parameter i (a..gamma, x, y, z) is V0 + i
 N_VPA = len(VPA_EDGES) + 1
+SYS_ALL, SYS_ANY = VOCAB["<sys:all>"], VOCAB["<sys:any>"]  # element-set prompt of a de novo prefix
+SYS_TOKENS = {"all": SYS_ALL, "any": SYS_ANY}
 
 
 def element_token(symbol: str) -> int:

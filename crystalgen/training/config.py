@@ -31,6 +31,7 @@ class DataConfig:
     max_length: int = 512  # longer sequences are skipped
     augment: bool = False  # each epoch draws one equivalent Wyckoff form per structure
     augment_max_variants: int = 8  # forms encoded per structure (the canonical one included)
+    element_set_fraction: float = 0.0  # share of de novo sequences prompted with an element set (<sys:*>)
 
 
 @dataclass

@@ -79,17 +79,26 @@ class EncodedCorpus:
 
 
 def prefix_condition(tokens: np.ndarray) -> Conditioning:
-    """The conditioning a ``<bos> <task:*> [<el:X> <cnt:n>]* [<fu:k>] [<sg:N>] <plan>`` prefix states."""
-    composition, fu, sg = {}, None, None
+    """The conditioning a ``<bos> <task:*> [<sys:*> <el:X>+] [<el:X> <cnt:n>]* [<fu:k>] [<sg:N>] <plan>``
+    prefix states."""
+    composition, fu, sg, elements, mode = {}, None, None, [], "all"
     toks = [int(t) for t in tokens[2 : int(np.flatnonzero(tokens == V.PLAN)[0])]]
-    for i, t in enumerate(toks):
+    i = 0
+    if toks and toks[0] in (V.SYS_ALL, V.SYS_ANY):
+        mode = "all" if toks[0] == V.SYS_ALL else "any"
+        i = 1
+        while i < len(toks) and V.in_range(toks[i], V.EL0, len(V.ELEMENTS)):
+            elements.append(V.token_element(toks[i]))
+            i += 1
+    for j in range(i, len(toks)):
+        t = toks[j]
         if V.in_range(t, V.EL0, len(V.ELEMENTS)):
-            composition[V.token_element(t)] = toks[i + 1] - V.CNT0 + 1
+            composition[V.token_element(t)] = toks[j + 1] - V.CNT0 + 1
         elif V.in_range(t, V.FU0, V.MAX_FU):
             fu = t - V.FU0 + 1
         elif V.in_range(t, V.SG0, 230):
             sg = t - V.SG0 + 1
-    return Conditioning(composition or None, fu, sg)
+    return Conditioning(composition or None, fu, sg, tuple(elements) or None, mode)
 
 
 def variant_prefix(name: str, full: Conditioning, spacegroup: int) -> tuple[str, Conditioning]:
@@ -202,18 +211,59 @@ class EpochBatches:
         self.data, self.config, self.seed, self.rank, self.world = data, config, seed, rank, world
         self.lengths = np.array([[len(seq[v]) for v in VARIANTS] for seq in data.sequences], np.int64)
         self.form_counts = None if data.forms is None else np.array([len(f) for f in data.forms], np.int64)
+        self.element_sets = ElementSets(data) if config.element_set_fraction > 0 else None
 
     def draw(self, epoch: int) -> "EpochDraw":
         return draw_epoch(self.lengths, self.form_counts, self.config, self.seed, epoch, self.rank, self.world)
 
     def plan(self, epoch: int) -> list[list[EncodedCrystal]]:
         d = self.draw(epoch)
+        prompts = {}
+        if self.element_sets is not None:
+            is_gen = np.array([VARIANTS[v].startswith("gen") for v in d.variant])
+            prompts = self.element_sets.draw(is_gen, self.config.element_set_fraction, self.seed, epoch)
 
         def pick(i: int) -> EncodedCrystal:
             name, k = VARIANTS[d.variant[i]], int(d.form[i])
-            return self.data.sequences[i][name] if k == 0 else form_variant(self.data.forms[i][k - 1], name)
+            seq = self.data.sequences[i][name] if k == 0 else form_variant(self.data.forms[i][k - 1], name)
+            if i in prompts:
+                sg = prefix_condition(seq.tokens).spacegroup
+                seq = with_prefix(seq, Conditioning(spacegroup=sg, elements=prompts[i][1], elements_mode=prompts[i][0]),
+                                  "gen")
+            return seq
 
         return [[pick(i) for i in b] for b in d.batches]
+
+
+class ElementSets:
+    """Element-set prompts for de novo sequences, as ``--chemsys`` / ``--elements`` write them:
+    ``all`` names the structure's own elements; ``any`` a superset with 1-3 more elements,
+    drawn by how often elements occur in the corpus, so the model learns that a listed element
+    may go unused."""
+
+    def __init__(self, data: EncodedCorpus) -> None:
+        self.own = [tuple(prefix_condition(seq["csp"].tokens).composition or ()) for seq in data.sequences]
+        counts = np.zeros(len(V.ELEMENTS))
+        for els in self.own:
+            for el in els:
+                counts[V.ELEMENTS.index(el)] += 1
+        self.frequency = counts / counts.sum()
+
+    def draw(self, rows: np.ndarray, fraction: float, seed: int, epoch: int) -> dict[int, tuple[str, tuple[str, ...]]]:
+        """``{structure: (mode, elements)}`` for a ``fraction`` of the ``rows`` (bool mask)."""
+        rng = np.random.default_rng([seed, epoch, 2])
+        chosen = np.flatnonzero(rows & (rng.random(len(rows)) < fraction))
+        out = {}
+        for i in chosen:
+            own = self.own[i]
+            if rng.random() < 0.5:
+                out[int(i)] = ("all", own)
+                continue
+            p = self.frequency.copy()
+            p[[V.ELEMENTS.index(el) for el in own]] = 0.0
+            extra = rng.choice(len(V.ELEMENTS), size=int(rng.integers(1, 4)), replace=False, p=p / p.sum())
+            out[int(i)] = ("any", own + tuple(V.ELEMENTS[j] for j in extra))
+        return out
 
 
 @dataclass
