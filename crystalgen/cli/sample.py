@@ -157,7 +157,7 @@ def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, s
         gen = CrystalGenerator.from_pretrained(model_path, device=device, workers=workers)
         request = GenerationRequest.build(formula, chemsys, element_list, spacegroup, num_atoms,
                                           max_atoms=gen.max_atoms, charge_neutral=charge_neutral,
-                                          allow_intermetallic=allow_intermetallic)
+                                          allow_intermetallic=allow_intermetallic, element_prompt=gen.element_prompts)
     except (RequestError, FileNotFoundError) as err:
         raise click.UsageError(str(err)) from None
     start = time.perf_counter()
