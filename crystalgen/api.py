@@ -198,9 +198,9 @@ class CrystalGenerator:
         ``only_valid`` keeps sampling (up to ``max_rounds`` x ``n`` attempts, default 10)
         until ``n`` results pass every validator check; fewer are returned if that budget
         runs out. ``min_distance`` (Å; None: the generator's): the distance guard, which
-        redraws the last free coordinate of a site whose orbit would come closer than
-        this to an atom already placed (:mod:`crystalgen.generation.guard`); 0 samples
-        the model unguarded. ``charge_neutral`` (default True): de novo plans are
+        draws every free coordinate from the model where the site's orbit stays at least
+        this far (and the physical rule's share of the covalent radii) from the other
+        atoms (:mod:`crystalgen.generation.guard`); 0 samples the model unguarded. ``charge_neutral`` (default True): de novo plans are
         charge-neutral by the charge validator's rule, or one element; ``allow_intermetallic``:
         all-metal plans too; ``volume_guard`` (default True): cells in the plan's volume
         bin (see :class:`SamplingOptions`).

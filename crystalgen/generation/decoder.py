@@ -49,6 +49,8 @@ COMPACT_BELOW = 0.75
 TRIM_AT = 16
 #: the random-stream tag of a guarded coordinate's scan (offset and pick); clear of the heads' tags
 GRID_TAG = 1 << 10
+#: clear points of a coordinate's scan tested for room for the later sites
+SCAN_DRAWS = 4
 #: how far past the longest candidate (in stored value, log length) a lattice length scan reaches
 SCAN_LONGER = 0.4
 
@@ -378,7 +380,7 @@ def _draw_lengths(model, batch: Batch, slots: list[int]) -> None:
     the distance guard on, a cell that leaves the planned atoms room first). When no
     candidate leaves room, a scan of ``GRID`` values from the shortest candidate to
     ``SCAN_LONGER`` (in log length) past the longest: of those that leave room, the ones
-    closest to the plan's bin, drawn by the head's (tempered) density. The log-likelihood
+    closest to the plan's bin, one drawn by the head's (tempered) density. The log-likelihood
     counts the kept value under the untruncated head."""
     rows, hidden, temperature = batch.slots, batch.hidden, batch.temperature
     dist = model.value_distribution(hidden[torch.as_tensor(slots, device=hidden.device)], VK_LENGTH)
@@ -394,19 +396,19 @@ def _draw_lengths(model, batch: Batch, slots: list[int]) -> None:
         if room is not None and not room(kept[r]):
             stuck.append(r)
     if stuck:
-        u = streams.uniform(GRID_TAG, (2,)).cpu().numpy()
+        u = streams.uniform(GRID_TAG, (1 + GRID,)).cpu().numpy()
         lo, hi = values.min(axis=1, keepdims=True), values.max(axis=1, keepdims=True) + SCAN_LONGER
         grid = (lo + (hi - lo) * (np.arange(GRID)[None, :] + u[:, :1]) / GRID).astype(np.float32).astype(np.float64)
-        density = torch.stack([dist.log_prob(torch.as_tensor(grid[:, g], device=hidden.device))
-                               for g in range(GRID)], dim=-1).double().cpu().numpy() / temperature
+        density = _grid_log_density(dist, grid, temperature)
         for r in stuck:
             row = rows[slots[r]]
             room = _room(row, batch.min_distance)
-            gaps = np.array([bin_gap(row.grammar, v) if room(v) else np.inf for v in grid[r].tolist()])
-            if not np.isfinite(gaps).any():
-                continue
-            ok = gaps == gaps.min()
-            kept[r] = grid[r, _weighted_pick(np.where(ok, density[r], -np.inf), u[r, 1])]
+            gaps = np.array([bin_gap(row.grammar, v) for v in grid[r].tolist()])
+            order = _gumbel_order(density[r], u[r, 1:])
+            for g in order[np.argsort(gaps[order], kind="stable")]:  # closest to the bin first, by density within
+                if room(float(grid[r, g])):
+                    kept[r] = grid[r, g]
+                    break
     _keep(model, batch, slots, dist, kept, VK_LENGTH)
 
 
@@ -421,11 +423,17 @@ def _room(row: Row, min_distance: MinDistance):
                                       min_distance)
 
 
-def _weighted_pick(log_weights: np.ndarray, u: float) -> int:
-    """Index drawn with probability proportional to exp(log_weights), by the uniform ``u``."""
-    w = np.exp(log_weights - log_weights.max())
-    cdf = np.cumsum(w)
-    return min(int(np.searchsorted(cdf, u * cdf[-1], side="right")), len(w) - 1)
+def _grid_log_density(dist, grid: np.ndarray, temperature: float) -> np.ndarray:
+    """(rows, points) log-density of the head ``dist`` at each row's grid points, tempered."""
+    return torch.stack([dist.log_prob(torch.as_tensor(grid[:, g], device=dist.logits.device))
+                        for g in range(grid.shape[1])], dim=-1).double().cpu().numpy() / temperature
+
+
+def _gumbel_order(log_weights: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Indices in the order of a draw without replacement with probabilities proportional
+    to exp(log_weights) (Gumbel top-k, from the uniforms ``u``): the first index that meets
+    a condition is a draw from the weights restricted to the indices that meet it."""
+    return np.argsort(-(log_weights - np.log(-np.log(u))), kind="stable")
 
 
 def _keep(model, batch: Batch, slots: list[int], dist, kept: np.ndarray, kind: int) -> None:
@@ -440,36 +448,41 @@ def _keep(model, batch: Batch, slots: list[int], dist, kept: np.ndarray, kind: i
 
 def _draw_clear_coordinates(model, batch: Batch, slots: list[int]) -> None:
     """A free coordinate under the distance guard. Of ``CANDIDATES`` draws from the
-    coordinate head, the first with the best status (:meth:`Clearance.status`: clear, and
-    room left for the later free sites); when none has room, a draw from the head's
-    density (tempered) restricted to the points of a ``GRID``-point scan (shifted by the
-    row's own uniform) with a better status, if any; when no value is clear, the candidate
-    with the largest margin. The log-likelihood counts the kept value under the
-    untruncated head."""
+    coordinate head, the first with the best status (:meth:`Clearance.pick`: clear, and
+    room left for the later free sites). When none has room, draws from the head's density
+    (tempered) over the clear points of a ``GRID``-point scan (shifted by the row's own
+    uniform), up to ``SCAN_DRAWS`` of them, the first with room kept (the first clear one
+    when the candidates had no clear value); when no value is clear, the candidate with
+    the largest margin. The log-likelihood counts the kept value under the untruncated head."""
     rows, hidden, temperature = batch.slots, batch.hidden, batch.temperature
     dist = model.value_distribution(hidden[torch.as_tensor(slots, device=hidden.device)], VK_COORD)
     streams = _streams(batch, slots, hidden.device)
     drawn = dist.sample(temperature, streams, n=CANDIDATES).float()
     values = drawn.cpu().numpy().astype(np.float64)
     kept = values[:, 0].copy()
-    stuck: dict[int, tuple[int, np.ndarray]] = {}
+    stuck: dict[int, int] = {}
     for r, j in enumerate(slots):
-        status, margin = rows[j].clearance.status(rows[j].grammar.partial_crystal(), values[r], batch.min_distance)
-        best = int(status.max())
-        kept[r] = values[r, int(np.argmax(status)) if best > BLOCKED else int(np.argmax(margin))]
-        if best < ROOMY:
-            stuck[r] = (best, margin)
+        k, status = rows[j].clearance.pick(rows[j].grammar.partial_crystal(), values[r], batch.min_distance)
+        kept[r] = values[r, k]
+        if status < ROOMY:
+            stuck[r] = status
     if stuck:
-        u = streams.uniform(GRID_TAG, (2,)).cpu().numpy()
+        u = streams.uniform(GRID_TAG, (1 + GRID,)).cpu().numpy()
         grid = np.mod((np.arange(GRID)[None, :] + u[:, :1]) / GRID, 1.0).astype(np.float32).astype(np.float64)
-        density = torch.stack([dist.log_prob(torch.as_tensor(grid[:, g], device=hidden.device))
-                               for g in range(GRID)], dim=-1).double().cpu().numpy() / temperature
-        for r, (best, _) in stuck.items():
+        density = _grid_log_density(dist, grid, temperature)
+        for r, status in stuck.items():
             row = rows[slots[r]]
-            status, _ = row.clearance.status(row.grammar.partial_crystal(), grid[r], batch.min_distance)
-            if status.max() <= best:
-                continue
-            kept[r] = grid[r, _weighted_pick(np.where(status == status.max(), density[r], -np.inf), u[r, 1])]
+            crystal = row.grammar.partial_crystal()
+            tried = 0
+            for g in _gumbel_order(density[r], u[r, 1:]):  # a draw from the density over the points not yet refused
+                if row.clearance.margin(crystal, float(grid[r, g]), batch.min_distance) < 1.0:
+                    continue
+                if status == BLOCKED or row.clearance.pick(crystal, grid[r, g:g + 1], batch.min_distance)[1] == ROOMY:
+                    kept[r] = grid[r, g]
+                    break
+                tried += 1
+                if tried == SCAN_DRAWS:
+                    break
     _keep(model, batch, slots, dist, kept, VK_COORD)
 
 

@@ -33,6 +33,8 @@ Crystals whose lattice is degenerate are left as drawn: the validators still jud
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from crystalgen.representation.grammar import PartialCrystal
@@ -84,28 +86,55 @@ def _orbit_margin(orbit: np.ndarray, z: int, frac: np.ndarray, numbers: np.ndarr
     return float((np.sqrt(sq) / (limit[None, :] if isinstance(limit, np.ndarray) else limit)).min())
 
 
-def _probe_orbits(spacegroup: int, w: int, head: list[float]):
+def _probe_orbits(spacegroup: int, w: int, head: list[float]) -> list[np.ndarray]:
     """Orbits of WP ``w`` whose representative starts with the coordinates ``head``, one
     per probe of the free coordinates after them (one orbit when none is left)."""
+    return list(_site_probes(spacegroup, w)) if not head else _probes(spacegroup, w, head)
+
+
+@lru_cache(maxsize=4096)
+def _site_probes(spacegroup: int, w: int) -> tuple[np.ndarray, ...]:
+    """The probe orbits of a whole site (no coordinate written yet)."""
+    return tuple(_probes(spacegroup, w, []))
+
+
+def _probes(spacegroup: int, w: int, head: list[float]) -> list[np.ndarray]:
     table = SPACE_GROUPS[spacegroup]
     free = table.free[w]
     later = [j for j in range(len(head), 3) if free[j]]
     ops = table.orbit_ops[w]
+    out = []
     for probe in (_PROBE_POINTS if later else _PROBE_POINTS[:1]):
         xyz = list(head)
         for j in range(len(head), 3):
             xyz.append(float(probe[j]) if free[j] else derived_coordinate(spacegroup, w, j, xyz))
-        yield np.mod(ops[:, :, :3] @ table.derive_xyz(w, xyz) + ops[:, :, 3], 1.0)
+        out.append(np.mod(ops[:, :, :3] @ table.derive_xyz(w, xyz) + ops[:, :, 3], 1.0))
+    return out
+
+
+def _probe_margins(orbits: list[np.ndarray], z: int, frac: np.ndarray, numbers: np.ndarray, matrix: np.ndarray,
+                   shifts: np.ndarray, min_distance: MinDistance) -> np.ndarray:
+    """Per probe orbit (atoms of element ``z``, all of one multiplicity): its smallest
+    distance / minimum distance to the atoms ``frac`` (inf when there are none)."""
+    if not len(frac):
+        return np.full(len(orbits), np.inf)
+    sq = periodic_sq_distances(np.concatenate(orbits), frac, matrix, shifts)
+    limit = _limits(min_distance, z, numbers)
+    ratio = np.sqrt(sq) / (limit[None, :] if isinstance(limit, np.ndarray) else limit)
+    return ratio.reshape(len(orbits), -1).min(axis=1)
 
 
 def _has_room(spacegroup: int, sites: list[tuple[str, int]], later: list[int], frac: np.ndarray,
               numbers: np.ndarray, matrix: np.ndarray, shifts: np.ndarray, min_distance: MinDistance) -> bool:
     """Does every site of ``later`` (free sites still to be written) have a probe position
     clear of the atoms ``frac`` (each tested alone)?"""
+    nothing, no_numbers = np.zeros((0, 3)), np.zeros(0, np.int64)
     for k in later:
         el, w = sites[k]
-        if not any(_orbit_margin(o, _Z[el], frac, numbers, matrix, shifts, min_distance) >= 1.0
-                   for o in _probe_orbits(spacegroup, w, [])):
+        probes = _site_probes(spacegroup, w)
+        outer = _probe_margins(list(probes), _Z[el], frac, numbers, matrix, shifts, min_distance)
+        if not any(d >= 1.0 and _orbit_margin(o, _Z[el], nothing, no_numbers, matrix, shifts, min_distance) >= 1.0
+                   for o, d in zip(probes, outer)):
             return False
     return True
 
@@ -152,7 +181,7 @@ def lattice_room(spacegroup: int, sites: list[tuple[str, int]], params, min_dist
 class Clearance:
     """One sequence's atoms that a new orbit must keep clear of (fractional), and the test."""
 
-    __slots__ = ("matrix", "shifts", "orbits", "_sites", "_others")
+    __slots__ = ("matrix", "shifts", "orbits", "_sites", "_others", "_room")
 
     def __init__(self) -> None:
         self.matrix: np.ndarray | None = None
@@ -160,6 +189,7 @@ class Clearance:
         self.orbits: list[np.ndarray | None] = []  # per planned site: its orbit once known
         self._sites = 0  # placed sites already in ``orbits``
         self._others: tuple[int, np.ndarray, np.ndarray] | None = None  # (site, frac, numbers)
+        self._room: tuple[int, dict[int, list[np.ndarray]]] | None = None  # (site, later site -> clear probes)
 
     def _catch_up(self, crystal: PartialCrystal) -> bool:
         """Bring the lattice, the fixed-position orbits and the placed atoms up to date with
@@ -201,31 +231,67 @@ class Clearance:
             return float("inf"), None
         el, w = crystal.sites[crystal.site_index]
         frac, numbers = self.others(crystal)
+        orbits = list(_probe_orbits(crystal.spacegroup, w, list(crystal.current) + [value % 1.0]))
+        outer = _probe_margins(orbits, _Z[el], frac, numbers, self.matrix, self.shifts, min_distance)
         best, orbit = -1.0, None
-        for o in _probe_orbits(crystal.spacegroup, w, list(crystal.current) + [value % 1.0]):
-            d = _orbit_margin(o, _Z[el], frac, numbers, self.matrix, self.shifts, min_distance)
+        for p in np.argsort(-outer, kind="stable"):
+            if outer[p] <= best:
+                break
+            d = min(float(outer[p]), _orbit_margin(orbits[p], _Z[el], np.zeros((0, 3)), np.zeros(0, np.int64),
+                                                   self.matrix, self.shifts, min_distance))
             if d > best:
-                best, orbit = d, o
+                best, orbit = d, orbits[p]
             if best >= 1.0:
                 break
         return best, orbit
 
+    def _room_probes(self, crystal: PartialCrystal, min_distance: MinDistance) -> dict[int, list[np.ndarray]]:
+        """Per free site after the one in progress: its probe orbits clear of the other
+        atoms (cached while the same site is in progress; each orbit's own spacing is the
+        lattice's matter, :func:`lattice_room`)."""
+        k = crystal.site_index
+        if self._room is None or self._room[0] != k:
+            frac, numbers = self.others(crystal)
+            room = {}
+            for i in range(k + 1, len(crystal.sites)):
+                if self.orbits[i] is not None:
+                    continue
+                el, w = crystal.sites[i]
+                probes = list(_probe_orbits(crystal.spacegroup, w, []))
+                outer = _probe_margins(probes, _Z[el], frac, numbers, self.matrix, self.shifts, min_distance)
+                room[i] = [o for o, d in zip(probes, outer) if d >= 1.0]
+            self._room = (k, room)
+        return self._room[1]
+
     def _status(self, crystal: PartialCrystal, value: float, min_distance: MinDistance) -> tuple[int, float]:
         """(BLOCKED / CLEAR / ROOMY, margin) of ``value`` as the site's next free coordinate:
         ROOMY when clear and, for the last free coordinate, every later free site still has
-        a clear probe position too."""
+        a probe position clear of the other atoms and of this orbit."""
         best, orbit = self._best_orbit(crystal, value, min_distance)
         if best < 1.0:
             return BLOCKED, best
         el, w = crystal.sites[crystal.site_index]
         if orbit is None or SPACE_GROUPS[crystal.spacegroup].free[w][len(crystal.current) + 1:].any():
             return ROOMY, best
-        frac, numbers = self.others(crystal)
-        later = [k for k in range(crystal.site_index + 1, len(crystal.sites)) if self.orbits[k] is None]
-        roomy = _has_room(crystal.spacegroup, crystal.sites, later, np.concatenate([frac, orbit]),
-                          np.concatenate([numbers, np.full(len(orbit), _Z[el])]), self.matrix, self.shifts,
-                          min_distance)
-        return (ROOMY if roomy else CLEAR), best
+        numbers = np.full(len(orbit), _Z[el])
+        for i, probes in self._room_probes(crystal, min_distance).items():
+            if not probes or (_probe_margins(probes, _Z[crystal.sites[i][0]], orbit, numbers, self.matrix, self.shifts,
+                                             min_distance) < 1.0).all():
+                return CLEAR, best
+        return ROOMY, best
+
+    def pick(self, crystal: PartialCrystal, values, min_distance: MinDistance) -> tuple[int, int]:
+        """(index, status) of the first value of the site's next free coordinate with the
+        best status (the search stops at the first ROOMY one); when every value is BLOCKED,
+        the one with the largest margin."""
+        best_k, best_s, best_m = 0, -1, -np.inf
+        for k, v in enumerate(values):
+            status, margin = self._status(crystal, float(v), min_distance)
+            if status > best_s or (status == best_s == BLOCKED and margin > best_m):
+                best_k, best_s, best_m = k, status, margin
+            if status == ROOMY:
+                break
+        return best_k, best_s
 
     def margin(self, crystal: PartialCrystal, value: float, min_distance: MinDistance) -> float:
         """The margin of ``value`` as the site's next free coordinate (>= 1: clear; the best
@@ -236,11 +302,6 @@ class Clearance:
         """Shortest distance (Å) from the orbit that ``value`` as the site's last free
         coordinate produces to the other atoms and to the orbit's other points."""
         return self.margin(crystal, value, 1.0)
-
-    def status(self, crystal: PartialCrystal, values, min_distance: MinDistance) -> tuple[np.ndarray, np.ndarray]:
-        """Per value of the site's next free coordinate: BLOCKED / CLEAR / ROOMY, and the margin."""
-        out = [self._status(crystal, float(v), min_distance) for v in values]
-        return np.array([c for c, _ in out], np.int64), np.array([m for _, m in out])
 
     def first_clear(self, crystal: PartialCrystal, candidates, min_distance: MinDistance) -> int:
         """Index of the first clear candidate of the site's next free coordinate; the one
