@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from crystalgen.api import CrystalGenerator
+from crystalgen.evaluation.report import write_json
 from crystalgen.evaluation.datasets import load_structures
 from crystalgen.evaluation.metrics import wasserstein
 
@@ -77,9 +78,7 @@ def main() -> None:
     }
     print(json.dumps(out, indent=1))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
-            f.write("\n")
+        write_json(args.json, out)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ import torch
 from ase.data import covalent_radii
 
 from crystalgen.api import CrystalGenerator
+from crystalgen.evaluation.report import write_json
 from crystalgen.generation.decoder import generate_stream
 from crystalgen.generation.request import GenerationRequest
 from crystalgen.generation.rng import sequence_keys
@@ -202,9 +203,7 @@ def main() -> None:
     }
     print(json.dumps(out, indent=1))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
-            f.write("\n")
+        write_json(args.json, out)
 
 
 if __name__ == "__main__":
