@@ -1,7 +1,8 @@
 """De novo and chemical-system requests: pass rate and valid crystals per second, with the
 charge-aware plans and the volume guard on ("after") and off ("before", the plan as trained).
 
-    python benchmarks/bench_dng_requests.py [--n 256] [--model DIR] [--json docs/results/dng_requests.json]
+    python benchmarks/bench_dng_requests.py [--n 256] [--model DIR] [--requests ...] [--settings ...]
+        [--json docs/results/dng_requests.json]
 
 Each request (``--chemsys Li-Fe-O``, ``--elements Mg,Si,O``, plain de novo) is sampled
 with every setting in turn, in one process (``workers=0``), each after a small warm-up
@@ -50,13 +51,15 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--model", default=None, help="model directory (default: the shipped model)")
     ap.add_argument("--requests", nargs="*", default=list(REQUESTS), choices=list(REQUESTS))
+    ap.add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
     gen = CrystalGenerator.from_pretrained(args.model, workers=0)
     rows = []
     for name in args.requests:
-        for setting, options in SETTINGS.items():
+        for setting in args.settings:
+            options = SETTINGS[setting]
             gen.sample(n=8, seed=123, **REQUESTS[name], **options)  # warm-up
             wall, cpu = time.perf_counter(), time.process_time()
             results = gen.sample(n=args.n, seed=0, **REQUESTS[name], **options)
@@ -78,7 +81,7 @@ def main() -> None:
         "command": "python " + " ".join(sys.argv),
         "date": datetime.date.today().isoformat(),
         "hardware": f"{_cpu()}, {os.cpu_count()} cores, torch threads 1, one process",
-        "settings": {"seed": 0, "n": args.n, "workers": 0, "min_distance": gen.min_distance, "variants": SETTINGS},
+        "settings": {"seed": 0, "n": args.n, "workers": 0, "min_distance": gen.min_distance, "variants": {k: SETTINGS[k] for k in args.settings}},
         "rows": rows,
     }
     if args.json:

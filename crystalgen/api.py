@@ -34,6 +34,7 @@ from crystalgen.generation.request import GenerationRequest, RequestError, parse
 from crystalgen.generation.rounds import Rounds
 from crystalgen.model import CrystalModel
 from crystalgen.parallel import default_workers
+from crystalgen.representation import vocab as V
 from crystalgen.representation.grammar import DEFAULT_MAX_ATOMS
 from crystalgen.results import GenerationResult
 from crystalgen.validators.distance import MIN_DISTANCE_A
@@ -152,6 +153,13 @@ class CrystalGenerator:
             raise RequestError("device cuda asked for, but no CUDA device is available")
         return cls(CrystalModel.from_pretrained(directory, device=device), device=device, model_dir=directory, **kwargs)
 
+    @property
+    def element_prompts(self) -> bool:
+        """Whether chemical-system / element-set requests go into the prefix as trained
+        prompts (``<sys:all|any>``): for a model trained with those tokens; an older model
+        gets them as grammar masks alone."""
+        return self.model.knows_token(V.SYS_ALL)
+
     def options(self, options: SamplingOptions | None = None, **changes) -> SamplingOptions:
         """Sampling options: ``options`` (default: this generator's guard distance and plan
         rule) with ``changes`` applied (None values ignored)."""
@@ -190,9 +198,9 @@ class CrystalGenerator:
         ``only_valid`` keeps sampling (up to ``max_rounds`` x ``n`` attempts, default 10)
         until ``n`` results pass every validator check; fewer are returned if that budget
         runs out. ``min_distance`` (Å; None: the generator's): the distance guard, which
-        redraws the last free coordinate of a site whose orbit would come closer than
-        this to an atom already placed (:mod:`crystalgen.generation.guard`); 0 samples
-        the model unguarded. ``charge_neutral`` (default True): de novo plans are
+        draws every free coordinate from the model where the site's orbit stays at least
+        this far (and the physical rule's share of the covalent radii) from the other
+        atoms (:mod:`crystalgen.generation.guard`); 0 samples the model unguarded. ``charge_neutral`` (default True): de novo plans are
         charge-neutral by the charge validator's rule, or one element; ``allow_intermetallic``:
         all-metal plans too; ``volume_guard`` (default True): cells in the plan's volume
         bin (see :class:`SamplingOptions`).
@@ -203,7 +211,8 @@ class CrystalGenerator:
                             allow_intermetallic=allow_intermetallic, volume_guard=volume_guard)
         request = GenerationRequest.build(formula, chemsys, elements, spacegroup, num_atoms, max_atoms=self.max_atoms,
                                           charge_neutral=opts.charge_neutral,
-                                          allow_intermetallic=opts.allow_intermetallic)
+                                          allow_intermetallic=opts.allow_intermetallic,
+                                          element_prompt=self.element_prompts)
         return self.generate(request, n, options=opts)
 
     def predict_structure(

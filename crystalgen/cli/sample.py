@@ -110,8 +110,9 @@ def _relaxer(top: int):
 @click.option("--trace", is_flag=True, help="Print each crystal's reasoning trace.")
 @click.option("--only-valid", is_flag=True, help="Keep sampling until n crystals pass every validator check.")
 @click.option("--min-distance", type=click.FloatRange(0), default=0.5, show_default=True,
-              help="Distance guard (Å): redraw a site's last free coordinate while its atoms would come closer "
-                   "than this to atoms already placed; 0 samples the model unguarded.")
+              help="Distance guard (Å): each free coordinate is drawn from the model where the site's atoms stay "
+                   "this far from the others (and room is left for the sites still to come); 0 samples the model "
+                   "unguarded.")
 @click.option("--covalent-ratio", type=click.FloatRange(0), default=0.65, show_default=True,
               help="The guard also keeps each pair this fraction of its covalent radii sum apart (the validators' "
                    "physical rule); 0 guards with --min-distance alone.")
@@ -159,7 +160,7 @@ def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, s
         gen = CrystalGenerator.from_pretrained(model_path, device=device, workers=workers)
         request = GenerationRequest.build(formula, chemsys, element_list, spacegroup, num_atoms,
                                           max_atoms=gen.max_atoms, charge_neutral=charge_neutral,
-                                          allow_intermetallic=allow_intermetallic)
+                                          allow_intermetallic=allow_intermetallic, element_prompt=gen.element_prompts)
     except (RequestError, FileNotFoundError) as err:
         raise click.UsageError(str(err)) from None
     start = time.perf_counter()

@@ -11,9 +11,11 @@ The loop is four small functions around an explicit :class:`Batch`:
   head's logits are masked to what the row's :class:`~crystalgen.representation.grammar.Grammar`
   allows (the request's plan rule included: elements, charge neutrality); at a free value position a
   draw from the value head of that kind (lattice length, angle, fractional coordinate),
-  or its mode at ``temperature == 0``; the last free coordinate of a site goes through
-  the distance guard (:mod:`crystalgen.generation.guard`); a derived value is the one the
-  crystal system or Wyckoff position fixes;
+  or its mode at ``temperature == 0``; every free coordinate of a site goes through the
+  distance guard (:mod:`crystalgen.generation.guard`), and de novo the last free lattice
+  length through the volume guard (:mod:`crystalgen.generation.volume`), which with the
+  distance guard on also keeps the fixed-position orbits apart; a derived value is the
+  one the crystal system or Wyckoff position fixes;
 - :func:`commit`: advance each row's grammar and feed the chosen positions to the model.
 
 Every row draws from its own random stream (:mod:`crystalgen.generation.rng`), so its
@@ -30,13 +32,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from crystalgen.generation.guard import CANDIDATES, Clearance, MinDistance
+from crystalgen.generation.guard import BLOCKED, CANDIDATES, GRID, ROOMY, Clearance, MinDistance, lattice_room
 from crystalgen.generation.rng import sequence_keys, streams_at
-from crystalgen.generation.volume import pick_in_bin
+from crystalgen.generation.volume import bin_gap, lattice_params, pick_in_bin
 from crystalgen.heads import masked_logits, sample_token
 from crystalgen.representation.charge import PlanRule
 from crystalgen.representation.grammar import DEFAULT_MAX_ATOMS, Grammar, NoLegalCompletion, ValueSlot
 from crystalgen.representation.sequence import VK_COORD, VK_LENGTH
+from crystalgen.representation.tables import SPACE_GROUPS
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,12 @@ log = logging.getLogger(__name__)
 COMPACT_BELOW = 0.75
 #: trim the cache's time axis when this many leading positions are padding for every row
 TRIM_AT = 16
+#: the random-stream tag of a guarded coordinate's scan (offset and pick); clear of the heads' tags
+GRID_TAG = 1 << 10
+#: clear points of a coordinate's scan tested for room for the later sites
+SCAN_DRAWS = 4
+#: how far past the longest candidate (in stored value, log length) a lattice length scan reaches
+SCAN_LONGER = 0.4
 
 
 @dataclass
@@ -314,7 +323,7 @@ def step(model, batch: Batch) -> None:
         if isinstance(allowed, ValueSlot):
             if allowed.free:
                 row.pending = (allowed.token, 0.0, allowed.kind)
-                if row.clearance is not None and row.grammar.last_free_coordinate_next():
+                if row.clearance is not None and allowed.kind == VK_COORD:
                     guarded.append(j)
                 elif batch.volume_guard and row.grammar.rule is not None and row.grammar.last_free_length_next():
                     sized.append(j)
@@ -345,10 +354,9 @@ def step(model, batch: Batch) -> None:
             rows[j].pending = (rows[j].pending[0], v, kind)
             rows[j].ll += l
     if guarded:
-        _draw_picked(model, batch, guarded, VK_COORD, lambda row, values: row.clearance.first_clear(
-            row.grammar.partial_crystal(), values, batch.min_distance))
+        _draw_clear_coordinates(model, batch, guarded)
     if sized:
-        _draw_picked(model, batch, sized, VK_LENGTH, lambda row, values: pick_in_bin(row.grammar, values))
+        _draw_lengths(model, batch, sized)
 
 
 def _draw_tokens(model, batch: Batch, slots: list[int], masks: list[np.ndarray]) -> None:
@@ -366,21 +374,116 @@ def _draw_tokens(model, batch: Batch, slots: list[int], masks: list[np.ndarray])
         batch.slots[j].ll += lp
 
 
-def _draw_picked(model, batch: Batch, slots: list[int], kind: int, pick) -> None:
-    """A guarded value for these rows: ``CANDIDATES`` draws each from the head of ``kind``,
-    keep the one ``pick(row, values)`` chooses (the distance guard: the first orbit clear
-    of the placed atoms; the volume guard: the first cell in the plan's bin). The
-    log-likelihood counts the kept value under the untruncated head."""
-    rows, hidden = batch.slots, batch.hidden
-    dist = model.value_distribution(hidden[torch.as_tensor(slots, device=hidden.device)], kind)
-    drawn = dist.sample(batch.temperature, _streams(batch, slots, hidden.device), n=CANDIDATES).float()
-    values = drawn.cpu().numpy()
-    chosen = [pick(rows[j], values[r]) for r, j in enumerate(slots)]
-    kept = drawn[torch.arange(len(slots)), torch.as_tensor(chosen)]
-    lp = dist.log_prob(kept).cpu().numpy().tolist()
-    for j, v, l in zip(slots, kept.cpu().numpy().tolist(), lp):
-        rows[j].pending = (rows[j].pending[0], v, kind)
+def _draw_lengths(model, batch: Batch, slots: list[int]) -> None:
+    """The last free lattice length of de novo rows under the volume guard:
+    ``CANDIDATES`` draws from the length head, the one :func:`pick_in_bin` chooses (with
+    the distance guard on, a cell that leaves the planned atoms room first). When no
+    candidate leaves room, a scan of ``GRID`` values from the shortest candidate to
+    ``SCAN_LONGER`` (in log length) past the longest: of those that leave room, the ones
+    closest to the plan's bin, one drawn by the head's (tempered) density. The log-likelihood
+    counts the kept value under the untruncated head."""
+    rows, hidden, temperature = batch.slots, batch.hidden, batch.temperature
+    dist = model.value_distribution(hidden[torch.as_tensor(slots, device=hidden.device)], VK_LENGTH)
+    streams = _streams(batch, slots, hidden.device)
+    drawn = dist.sample(temperature, streams, n=CANDIDATES).float()
+    values = drawn.cpu().numpy().astype(np.float64)
+    kept = np.empty(len(slots))
+    stuck: list[int] = []
+    for r, j in enumerate(slots):
+        room = _room(rows[j], batch.min_distance)
+        k = pick_in_bin(rows[j].grammar, values[r], room)
+        kept[r] = values[r, k]
+        if room is not None and not room(kept[r]):
+            stuck.append(r)
+    if stuck:
+        u = streams.uniform(GRID_TAG, (1 + GRID,)).cpu().numpy()
+        lo, hi = values.min(axis=1, keepdims=True), values.max(axis=1, keepdims=True) + SCAN_LONGER
+        grid = (lo + (hi - lo) * (np.arange(GRID)[None, :] + u[:, :1]) / GRID).astype(np.float32).astype(np.float64)
+        density = _grid_log_density(dist, grid, temperature)
+        for r in stuck:
+            row = rows[slots[r]]
+            room = _room(row, batch.min_distance)
+            gaps = np.array([bin_gap(row.grammar, v) for v in grid[r].tolist()])
+            order = _gumbel_order(density[r], u[r, 1:])
+            for g in order[np.argsort(gaps[order], kind="stable")]:  # closest to the bin first, by density within
+                if room(float(grid[r, g])):
+                    kept[r] = grid[r, g]
+                    break
+    _keep(model, batch, slots, dist, kept, VK_LENGTH)
+
+
+def _room(row: Row, min_distance: MinDistance):
+    """With the distance guard on: does a candidate last free length keep the plan's
+    fixed-position orbits apart and leave each free site room? (None: guard off.)"""
+    if row.clearance is None:
+        return None
+    g = row.grammar
+    system = SPACE_GROUPS[g.sg].system
+    return lambda value: lattice_room(g.sg, g.sites, lattice_params(system, g.values + [value], g.atoms_done),
+                                      min_distance)
+
+
+def _grid_log_density(dist, grid: np.ndarray, temperature: float) -> np.ndarray:
+    """(rows, points) log-density of the head ``dist`` at each row's grid points, tempered."""
+    return torch.stack([dist.log_prob(torch.as_tensor(grid[:, g], device=dist.logits.device))
+                        for g in range(grid.shape[1])], dim=-1).double().cpu().numpy() / temperature
+
+
+def _gumbel_order(log_weights: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Indices in the order of a draw without replacement with probabilities proportional
+    to exp(log_weights) (Gumbel top-k, from the uniforms ``u``): the first index that meets
+    a condition is a draw from the weights restricted to the indices that meet it."""
+    return np.argsort(-(log_weights - np.log(-np.log(u))), kind="stable")
+
+
+def _keep(model, batch: Batch, slots: list[int], dist, kept: np.ndarray, kind: int) -> None:
+    """Write the kept values as the rows' pending positions, adding their log-density
+    under the untruncated head to the log-likelihood."""
+    rows = batch.slots
+    lp = dist.log_prob(torch.as_tensor(kept, dtype=torch.float32, device=batch.hidden.device)).cpu().numpy().tolist()
+    for j, v, l in zip(slots, kept.tolist(), lp):
+        rows[j].pending = (rows[j].pending[0], float(v), kind)
         rows[j].ll += l
+
+
+def _draw_clear_coordinates(model, batch: Batch, slots: list[int]) -> None:
+    """A free coordinate under the distance guard. Of ``CANDIDATES`` draws from the
+    coordinate head, the first with the best status (:meth:`Clearance.pick`: clear, and
+    room left for the later free sites). When none has room, draws from the head's density
+    (tempered) over the clear points of a ``GRID``-point scan (shifted by the row's own
+    uniform), up to ``SCAN_DRAWS`` of them, the first with room kept (the first clear one
+    when the candidates had no clear value); when no value is clear, the candidate with
+    the largest margin. The log-likelihood counts the kept value under the untruncated head."""
+    rows, hidden, temperature = batch.slots, batch.hidden, batch.temperature
+    dist = model.value_distribution(hidden[torch.as_tensor(slots, device=hidden.device)], VK_COORD)
+    streams = _streams(batch, slots, hidden.device)
+    drawn = dist.sample(temperature, streams, n=CANDIDATES).float()
+    values = drawn.cpu().numpy().astype(np.float64)
+    kept = values[:, 0].copy()
+    stuck: dict[int, int] = {}
+    for r, j in enumerate(slots):
+        k, status = rows[j].clearance.pick(rows[j].grammar.partial_crystal(), values[r], batch.min_distance)
+        kept[r] = values[r, k]
+        if status < ROOMY:
+            stuck[r] = status
+    if stuck:
+        u = streams.uniform(GRID_TAG, (1 + GRID,)).cpu().numpy()
+        grid = np.mod((np.arange(GRID)[None, :] + u[:, :1]) / GRID, 1.0).astype(np.float32).astype(np.float64)
+        density = _grid_log_density(dist, grid, temperature)
+        for r, status in stuck.items():
+            row = rows[slots[r]]
+            crystal = row.grammar.partial_crystal()
+            tried = 0
+            for g in _gumbel_order(density[r], u[r, 1:]):  # a draw from the density over the points not yet refused
+                if row.clearance.margin(crystal, float(grid[r, g]), batch.min_distance) < 1.0:
+                    continue
+                if status == BLOCKED or row.clearance.pick(crystal, grid[r, g:g + 1], batch.min_distance)[1] == ROOMY:
+                    kept[r] = grid[r, g]
+                    break
+                tried += 1
+                if tried == SCAN_DRAWS:
+                    break
+    _keep(model, batch, slots, dist, kept, VK_COORD)
 
 
 def commit(model, batch: Batch) -> None:

@@ -42,6 +42,7 @@ class GenerationRequest:
         max_atoms: int = DEFAULT_MAX_ATOMS,
         charge_neutral: bool = True,
         allow_intermetallic: bool = False,
+        element_prompt: bool = False,
     ) -> "GenerationRequest":
         """Check a request and turn it into a prefix; raises :class:`RequestError`.
 
@@ -53,6 +54,10 @@ class GenerationRequest:
         element) unless ``charge_neutral`` is False; ``allow_intermetallic`` also allows
         all-metal plans (:class:`~crystalgen.representation.charge.PlanRule`). A chemical
         system with no such plan within ``max_atoms`` is a :class:`RequestError`.
+        ``element_prompt``: a chemical system or element set is written into the prefix
+        (``<sys:all|any> <el:X>+``, as the model saw it in training; for a model that knows
+        those tokens) and the grammar reads it from there into the plan rule; without it
+        the rule alone carries the elements (masks at sampling time only).
         """
         given = [x is not None for x in (formula, chemsys, elements)]
         if sum(given) > 1:
@@ -93,8 +98,12 @@ class GenerationRequest:
             symbols = frozenset(_element(e) for e in names if e.strip())
             if not symbols:
                 raise RequestError("no elements given")
-            rule = PlanRule(symbols, symbols if chemsys is not None else frozenset(), charge_neutral,
-                            allow_intermetallic)
+            if element_prompt:
+                cond = Conditioning(spacegroup=sg, elements=tuple(sorted(symbols, key=element_order_key)),
+                                    elements_mode="all" if chemsys is not None else "any")
+            else:
+                rule = PlanRule(symbols, symbols if chemsys is not None else frozenset(), charge_neutral,
+                                allow_intermetallic)
         task = "csp" if cond.composition else "gen"
         prefix = encode_prefix(cond, task=task)
         try:
