@@ -27,7 +27,8 @@ def cell(root: Path, entry: dict | None) -> str:
         result = {**result, **result["rows"][entry["row"]]}
     rate, rmse = result["match_rate"], result["rmse"]
     text = f"{100 * rate:.1f}%" + (f" / {rmse:.3f}" if rmse is not None else "")
-    return text + f" (n={result['n_test']})"
+    text += f" (n={result['n_test']})"
+    return text + (f", {entry['note']}" if entry.get("note") else "")
 
 
 def table(spec: dict, root: Path) -> str:
