@@ -184,3 +184,25 @@ def test_init_from_starts_a_run_from_saved_weights(tmp_path):
         assert torch.equal(fresh.state_dict()[name], tensor), name
     with pytest.raises(ValueError, match="weight"):
         warm_start(CrystalModel(CrystalModelConfig(backbone="tiny", mtp=False, n_mixture=4)), tmp_path / "source")
+
+
+def test_sources_restrict_training_to_those_corpus_rows(tmp_path):
+    from crystalgen.data.corpus import read_corpus
+    from crystalgen.training.dataset import source_rows
+
+    corpus = read_corpus(fixture_corpus_path())
+    rows = source_rows(corpus.sources, ("mpts_52/val", "lemat/mp"))
+    assert set(corpus.sources[rows]) == {"mpts_52/val", "lemat/mp"}
+    assert len(rows) == sum(s in ("mpts_52/val", "lemat/mp") for s in corpus.sources) < len(corpus)
+    assert source_rows(corpus.sources, ()) is None
+    with pytest.raises(ValueError, match="no rows with source"):
+        source_rows(corpus.sources, ("icsd",))
+    config = load_config(EXAMPLES / "finetune_mp_like.toml")
+    assert config.data.sources == ("mpts_52/val", "lemat/mp")
+
+    config = _tiny(max_steps=2)
+    config.data.sources = ("mpts_52/val", "lemat/mp")
+    train(config, fixture_corpus_path(), tmp_path, progress=False)
+    start = next(r for r in map(json.loads, (tmp_path / "train_log.jsonl").read_text().splitlines())
+                 if r.get("event") == "start")
+    assert start["train"] + start["val"] + start["skipped"] == len(rows)

@@ -32,6 +32,7 @@ class DataConfig:
     augment: bool = False  # each epoch draws one equivalent Wyckoff form per structure
     augment_max_variants: int = 8  # forms encoded per structure (the canonical one included)
     element_set_fraction: float = 0.0  # share of de novo sequences prompted with an element set (<sys:*>)
+    sources: tuple[str, ...] = ()  # train only on corpus rows of these `source` tags (empty: all rows)
 
 
 @dataclass
@@ -93,8 +94,9 @@ def _checked(cls, d: dict[str, Any], where: str) -> dict[str, Any]:
 
 def _build(cls, d: dict[str, Any], where: str):
     d = _checked(cls, dict(d), f"[{where}]")
-    if "betas" in d:
-        d["betas"] = tuple(d["betas"])
+    for key in ("betas", "sources"):
+        if key in d:
+            d[key] = (d[key],) if isinstance(d[key], str) else tuple(d[key])
     return cls(**d)
 
 

@@ -179,6 +179,21 @@ def encode_corpus(
     return EncodedCorpus(ids, sequences, skipped, forms)
 
 
+def source_rows(sources: np.ndarray, wanted: tuple[str, ...], where: object = "corpus") -> np.ndarray | None:
+    """Indices of the corpus rows whose source tag is one of ``wanted`` (None: no filter, all rows).
+
+    Lets one prepared corpus serve a fine-tune on the part of it that follows a benchmark's
+    distribution (the pool mixes Materials Project, OQMD, Alexandria, WBM, ... structures).
+    """
+    if not wanted:
+        return None
+    known = set(str(s) for s in sources)
+    missing = sorted(set(wanted) - known)
+    if missing:
+        raise ValueError(f"{where}: no rows with source {missing}; its sources are {sorted(known)}")
+    return np.flatnonzero(np.isin(sources.astype(str), list(wanted)))
+
+
 def split(data: EncodedCorpus, val_fraction: float, seed: int) -> tuple[EncodedCorpus, EncodedCorpus]:
     """(train, validation) by :func:`is_validation` of each material id."""
     held = np.array([is_validation(m, val_fraction, seed) for m in data.ids], dtype=bool)

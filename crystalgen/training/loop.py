@@ -33,7 +33,9 @@ from crystalgen.model import HEAD_NAMES, CrystalModel
 from crystalgen.representation import vocab as V
 from crystalgen.training import distributed
 from crystalgen.training.config import OptimConfig, TrainConfig
-from crystalgen.training.dataset import EncodedCorpus, EpochBatches, collate, encode_corpus, split, validation_batches
+from crystalgen.training.dataset import (
+    EncodedCorpus, EpochBatches, collate, encode_corpus, source_rows, split, validation_batches,
+)
 
 log = logging.getLogger(__name__)
 CHECKPOINT, BEST, LOG = "checkpoint.pt", "best", "train_log.jsonl"
@@ -209,7 +211,9 @@ def _train(config: TrainConfig, data_path: Path, out: Path, resume: bool, ctx, p
     emit = _Logger(out, ctx.is_main)
 
     forms = config.data.augment_max_variants if config.data.augment else 1
-    encoded = encode_corpus(read_corpus(data_path), config.data.max_length, progress=show, max_forms=forms)
+    corpus = read_corpus(data_path)
+    rows = source_rows(corpus.sources, config.data.sources, data_path)
+    encoded = encode_corpus(corpus, config.data.max_length, progress=show, max_forms=forms, rows=rows)
     train_set, val_set = split(encoded, config.data.val_fraction, config.seed)
     if not len(train_set):
         raise ValueError(f"{data_path}: no usable training structures")
