@@ -198,7 +198,7 @@ def test_sources_restrict_training_to_those_corpus_rows(tmp_path):
     with pytest.raises(ValueError, match="no rows with source"):
         source_rows(corpus.sources, ("icsd",))
     config = load_config(EXAMPLES / "finetune_mp_like.toml")
-    assert config.data.sources == ("mpts_52/val", "lemat/mp")
+    assert config.data.sources == ("mpts_52/val",)
 
     config = _tiny(max_steps=2)
     config.data.sources = ("mpts_52/val", "lemat/mp")
