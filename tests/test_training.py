@@ -197,6 +197,10 @@ def test_sources_restrict_training_to_those_corpus_rows(tmp_path):
     assert source_rows(corpus.sources, ()) is None
     with pytest.raises(ValueError, match="no rows with source"):
         source_rows(corpus.sources, ("icsd",))
+    weighted = source_rows(corpus.sources, (), {"mpts_52/val": 3})
+    tags = list(corpus.sources[weighted])
+    assert tags.count("mpts_52/val") == 3 * list(corpus.sources).count("mpts_52/val")
+    assert len(weighted) == len(corpus) + 2 * list(corpus.sources).count("mpts_52/val")
     config = load_config(EXAMPLES / "finetune_mp_like.toml")
     assert config.data.sources == ("mpts_52/val",)
 
@@ -206,3 +210,9 @@ def test_sources_restrict_training_to_those_corpus_rows(tmp_path):
     start = next(r for r in map(json.loads, (tmp_path / "train_log.jsonl").read_text().splitlines())
                  if r.get("event") == "start")
     assert start["train"] + start["val"] + start["skipped"] == len(rows)
+
+    config.data.sources, config.data.source_repeats = (), {"mpts_52/val": 3}
+    train(config, fixture_corpus_path(), tmp_path / "weighted", progress=False)
+    again = next(r for r in map(json.loads, (tmp_path / "weighted" / "train_log.jsonl").read_text().splitlines())
+                 if r.get("event") == "start")
+    assert again["train"] + again["val"] + again["skipped"] > len(corpus)  # the repeated rows, trained 3 times

@@ -179,25 +179,38 @@ def encode_corpus(
     return EncodedCorpus(ids, sequences, skipped, forms)
 
 
-def source_rows(sources: np.ndarray, wanted: tuple[str, ...], where: object = "corpus") -> np.ndarray | None:
-    """Indices of the corpus rows whose source tag is one of ``wanted`` (None: no filter, all rows).
+def source_rows(
+    sources: np.ndarray, wanted: tuple[str, ...], repeats: dict[str, int] | None = None, where: object = "corpus"
+) -> np.ndarray | None:
+    """Indices of the corpus rows to train on (None: every row once).
 
-    Lets one prepared corpus serve a fine-tune on the part of it that follows a benchmark's
-    distribution (the pool mixes Materials Project, OQMD, Alexandria, WBM, ... structures).
+    ``wanted``: only rows whose source tag is one of these (empty: all). ``repeats``: a
+    source's rows are listed k times, so each epoch draws them k times (each copy with its
+    own prefix variant and form), which weights a benchmark-like part of a mixed pool (the
+    pool mixes Materials Project, OQMD, Alexandria, WBM, ... structures) without dropping
+    the rest.
     """
-    if not wanted:
+    repeats = {s: int(k) for s, k in (repeats or {}).items() if int(k) != 1}
+    if not wanted and not repeats:
         return None
-    known = set(str(s) for s in sources)
-    missing = sorted(set(wanted) - known)
+    tags = sources.astype(str)
+    missing = sorted((set(wanted) | set(repeats)) - set(tags))
     if missing:
-        raise ValueError(f"{where}: no rows with source {missing}; its sources are {sorted(known)}")
-    return np.flatnonzero(np.isin(sources.astype(str), list(wanted)))
+        raise ValueError(f"{where}: no rows with source {missing}; its sources are {sorted(set(tags))}")
+    if any(k < 1 for k in repeats.values()):
+        raise ValueError(f"source_repeats must be >= 1, got {repeats}")
+    rows = np.flatnonzero(np.isin(tags, list(wanted))) if wanted else np.arange(len(tags))
+    extra = [np.repeat(rows[tags[rows] == s], k - 1) for s, k in sorted(repeats.items())]
+    return np.sort(np.concatenate([rows, *extra]), kind="stable")
 
 
 def split(data: EncodedCorpus, val_fraction: float, seed: int) -> tuple[EncodedCorpus, EncodedCorpus]:
-    """(train, validation) by :func:`is_validation` of each material id."""
+    """(train, validation) by :func:`is_validation` of each material id; a structure listed
+    more than once (``source_repeats``) is validated once."""
     held = np.array([is_validation(m, val_fraction, seed) for m in data.ids], dtype=bool)
-    return data.subset(~held), data.subset(held)
+    first = np.zeros(len(data.ids), dtype=bool)
+    first[np.unique(np.asarray(data.ids, dtype=object), return_index=True)[1]] = True
+    return data.subset(~held), data.subset(held & first)
 
 
 def bucketed_batches(lengths: np.ndarray, batch_size: int, bucket_batches: int, rng: np.random.Generator) -> list[np.ndarray]:

@@ -212,7 +212,7 @@ def _train(config: TrainConfig, data_path: Path, out: Path, resume: bool, ctx, p
 
     forms = config.data.augment_max_variants if config.data.augment else 1
     corpus = read_corpus(data_path)
-    rows = source_rows(corpus.sources, config.data.sources, data_path)
+    rows = source_rows(corpus.sources, config.data.sources, config.data.source_repeats, data_path)
     encoded = encode_corpus(corpus, config.data.max_length, progress=show, max_forms=forms, rows=rows)
     train_set, val_set = split(encoded, config.data.val_fraction, config.seed)
     if not len(train_set):
