@@ -19,6 +19,12 @@ could still have moved):
 
 It also reports each failing crystal's cell against its plan (volume per atom in, below
 or above the planned bin) and the isotropic scale that would clear the worst pair.
+
+``--rule cdvae`` judges by the CDVAE structural rule (every pair > 0.5 Å) instead. Each
+failing crystal is also measured the way the guard measures it (27 images of the cell as
+sampled) against the validators' measure (27 images of the LLL-reduced cell, exact):
+``hidden_from_sampled_cell`` counts failures whose close pair the sampled cell's images
+do not show, which no guard working on that cell could have avoided.
 """
 
 from __future__ import annotations
@@ -42,7 +48,8 @@ from crystalgen.generation.rng import sequence_keys
 from crystalgen.representation.sequence import DecodeError, decode, decode_plan
 from crystalgen.representation.tables import SPACE_GROUPS, lattice_matrix
 from crystalgen.representation.vocab import ELEMENTS, vpa_range
-from crystalgen.validators.distance import MIN_COVALENT_RATIO, image_shifts, pair_limits, periodic_sq_distances
+from crystalgen.validators.distance import (MIN_COVALENT_RATIO, MIN_DISTANCE_A, image_shifts, min_distances, pair_limits,
+                                            periodic_sq_distances)
 
 _Z = {el: z for z, el in enumerate(ELEMENTS, start=1)}
 
@@ -55,8 +62,15 @@ def packing(crystal) -> float:
     return float((4.0 / 3.0 * np.pi * r ** 3).sum() / s.volume)
 
 
-def worst_pair(crystal) -> tuple[float, int, int]:
-    """(distance / allowed distance, orbit i, orbit j >= i) of the closest pair."""
+def rule_limits(rule: str) -> np.ndarray:
+    """Allowed distance (Å) per pair of atomic numbers under ``rule``."""
+    physical = pair_limits()
+    return physical if rule == "physical" else np.full(physical.shape, MIN_DISTANCE_A)
+
+
+def worst_pair(crystal, limits: np.ndarray) -> tuple[float, int, int]:
+    """(distance / allowed distance, orbit i, orbit j >= i) of the closest pair, measured
+    as the guard measures it: the 27 images of the cell as sampled."""
     table = SPACE_GROUPS[crystal.spacegroup]
     matrix = lattice_matrix(crystal.lattice)
     shifts = image_shifts(matrix)
@@ -66,13 +80,13 @@ def worst_pair(crystal) -> tuple[float, int, int]:
     z = np.array([_Z[crystal.sites[k].element] for k in owner])
     sq = periodic_sq_distances(frac, frac, matrix, shifts)
     np.fill_diagonal(sq, np.inf)
-    margin = np.sqrt(sq) / pair_limits()[z[:, None], z[None, :]]
+    margin = np.sqrt(sq) / limits[z[:, None], z[None, :]]
     a, b = np.unravel_index(np.argmin(margin), margin.shape)
     i, j = sorted((int(owner[a]), int(owner[b])))
     return float(margin[a, b]), i, j
 
 
-def site_margin(crystal, j: int, xyz, fixed_only: bool = False) -> float:
+def site_margin(crystal, j: int, xyz, fixed_only: bool = False, limits: np.ndarray | None = None) -> float:
     """Worst distance / allowed distance of orbit ``j`` at representative ``xyz`` against
     orbits ``0 .. j-1`` (as generated; with ``fixed_only`` against every orbit on a fixed
     position instead) and its own other points."""
@@ -88,11 +102,12 @@ def site_margin(crystal, j: int, xyz, fixed_only: bool = False) -> float:
                      + [_Z[crystal.sites[j].element]] * len(orbit), np.int64)
     sq = periodic_sq_distances(orbit, frac, matrix, image_shifts(matrix))
     sq[:, len(frac) - len(orbit):][np.diag_indices(len(orbit))] = np.inf
-    limit = pair_limits()[_Z[crystal.sites[j].element], z_all]
+    limit = (pair_limits() if limits is None else limits)[_Z[crystal.sites[j].element], z_all]
     return float((np.sqrt(sq) / limit[None, :]).min()) if sq.size else float("inf")
 
 
-def rescue(crystal, j: int, rng: np.random.Generator, tries: int = 512, fixed_only: bool = False) -> str:
+def rescue(crystal, j: int, rng: np.random.Generator, tries: int = 512, fixed_only: bool = False,
+           limits: np.ndarray | None = None) -> str:
     """Could orbit ``j`` have been placed clear of the earlier ones on this lattice?
     ``last_coordinate``: moving only its last free coordinate (a 256-point scan) clears it;
     ``all_coordinates``: some random position of all its free coordinates does;
@@ -105,12 +120,12 @@ def rescue(crystal, j: int, rng: np.random.Generator, tries: int = 512, fixed_on
     for v in np.linspace(0, 1, 256, endpoint=False):
         t = xyz.copy()
         t[free[-1]] = v
-        if site_margin(crystal, j, t, fixed_only) >= 1.0:
+        if site_margin(crystal, j, t, fixed_only, limits) >= 1.0:
             return "last_coordinate"
     for _ in range(tries):
         t = xyz.copy()
         t[free] = rng.random(len(free))
-        if site_margin(crystal, j, t, fixed_only) >= 1.0:
+        if site_margin(crystal, j, t, fixed_only, limits) >= 1.0:
             return "all_coordinates"
     return "none"
 
@@ -131,6 +146,8 @@ def main() -> None:
     ap.add_argument("--chemsys", default=None)
     ap.add_argument("--elements", default=None)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--rule", choices=("physical", "cdvae"), default="physical",
+                    help="physical: 0.65 of the covalent radii sum (and 0.5 Å); cdvae: every pair > 0.5 Å")
     args = ap.parse_args()
     torch.set_num_threads(1)
     gen = CrystalGenerator.from_pretrained(args.model, workers=0)
@@ -149,6 +166,8 @@ def main() -> None:
     alone: collections.Counter = collections.Counter()
     packings: dict[bool, list[float]] = {True: [], False: []}
     rng = np.random.default_rng(0)
+    limits = rule_limits(args.rule)
+    hidden = 0
     decoded = failed = 0
     examples = []
     for job, seq in seqs:
@@ -159,11 +178,22 @@ def main() -> None:
         except (DecodeError, ValueError):
             continue
         decoded += 1
-        margin, i, j = worst_pair(crystal)
-        packings[margin >= 1.0].append(packing(crystal))
-        if margin >= 1.0:
+        margin, i, j = worst_pair(crystal, limits)
+        d_min, ratio = min_distances(crystal.to_structure())
+        exact = d_min / MIN_DISTANCE_A if args.rule == "cdvae" else min(d_min / MIN_DISTANCE_A, ratio / MIN_COVALENT_RATIO)
+        fails = exact <= 1.0 if args.rule == "cdvae" else exact < 1.0
+        packings[not fails].append(packing(crystal))
+        if not fails:
             continue
         failed += 1
+        if margin >= 1.0:
+            hidden += 1
+            if len(examples) < 12:
+                examples.append({"job": job, "spacegroup": crystal.spacegroup, "case": "hidden_from_sampled_cell",
+                                 "formula": crystal.to_structure().composition.reduced_formula,
+                                 "lattice": [round(float(v), 3) for v in crystal.lattice],
+                                 "exact_margin": round(exact, 3), "sampled_cell_margin": round(margin, 3)})
+            continue
         case = classify(crystal, i, j)
         cases[case] += 1
         lo, hi = vpa_range(plan.vpa_bin)
@@ -171,10 +201,10 @@ def main() -> None:
         cell["in_bin" if lo <= vpa < hi else "below_bin" if vpa < lo else "above_bin"] += 1
         scales.append(1.0 / margin)
         if case.startswith("guard_exhausted"):
-            how = rescue(crystal, j, rng)
+            how = rescue(crystal, j, rng, limits=limits)
             rescued[how] += 1
             if how == "none":
-                alone[rescue(crystal, j, rng, fixed_only=True)] += 1
+                alone[rescue(crystal, j, rng, fixed_only=True, limits=limits)] += 1
         if len(examples) < 12:
             s_i, s_j = crystal.sites[i], crystal.sites[j]
             examples.append({"job": job, "spacegroup": crystal.spacegroup, "formula": crystal.to_structure().composition.reduced_formula,
@@ -186,8 +216,10 @@ def main() -> None:
         "date": datetime.date.today().isoformat(),
         "hardware": "2-core AMD EPYC, shared with other jobs",
         "request": {"chemsys": args.chemsys, "elements": args.elements},
-        "n": args.n, "decoded": decoded, "physical_fail": failed,
-        "physical_validity": round(1 - failed / max(decoded, 1), 4),
+        "rule": args.rule,
+        "n": args.n, "decoded": decoded, f"{args.rule}_fail": failed,
+        f"{args.rule}_validity": round(1 - failed / max(decoded, 1), 4),
+        "hidden_from_sampled_cell": hidden,
         "fail_cases": {k: cases[k] for k in sorted(cases)},
         "guard_exhausted_could_clear_by": {k: rescued[k] for k in sorted(rescued)},
         "none_with_fixed_orbits_only_could_clear_by": {k: alone[k] for k in sorted(alone)},

@@ -15,10 +15,12 @@ from click.testing import CliRunner
 from pymatgen.core import Structure
 
 from crystalgen.cli import main
+from crystalgen.data.reference_index import index_structures, load_reference
 from crystalgen.evaluation.baseline import PyXtalBaseline
 from crystalgen.evaluation.consistency import consistency_rates, plan_consistency
 from crystalgen.evaluation.csp import CSPConfig, evaluate_csp
 from crystalgen.evaluation.datasets import load_structures
+from crystalgen.evaluation.dng import DNGConfig, evaluate_dng
 from crystalgen.evaluation.metrics import coverage, novel_mask, rms_dist, unique_mask
 from crystalgen.evaluation.oracle import OracleGenerator
 from crystalgen.evaluation.protocol import Generator
@@ -143,7 +145,38 @@ def test_uniqueness_and_novelty_use_structure_matching(mpts):
     supercell.make_supercell([2, 1, 1])  # the same crystal in a bigger cell
     crystals = [a, supercell, b]
     assert unique_mask(crystals) == [True, False, True]
-    assert novel_mask(crystals, [a]) == [False, False, True]
+    assert novel_mask(crystals, index_structures([a])) == [False, False, True]
+
+
+def test_dng_novelty_is_the_share_of_valid_unique_crystals_not_in_the_training_corpus(pool_sample_path):
+    """A generated copy of a training crystal (another cell of it) is not novel; the same
+    frame with a new composition is. Novelty counts valid unique crystals only."""
+    train = load_structures(str(pool_sample_path)).structures
+    known = next(s for s in train if s.composition.reduced_formula == "EuClF")
+    copy = known.copy()
+    copy.make_supercell([1, 1, 2])
+    source = next(s for s in train if s.composition.reduced_formula == "NaErSe2")
+    new = source.copy()
+    new.replace_species({"Na": "K"})
+    new.perturb(0.05)
+    assert smact_validity(new.composition) and structural_validity(new) and structural_validity(copy)
+
+    class Fixed:
+        name = "fixed"
+        parallel_safe = False
+
+        def sample(self, n=1, seed=None):
+            return [GenerationResult(s) for s in (copy, new, known)][:n]
+
+        def predict_structure(self, composition, n=1, seed=None):
+            raise NotImplementedError
+
+    reference = load_reference(pool_sample_path)
+    assert "KErSe2" not in reference and "EuClF" in reference
+    s = evaluate_dng(Fixed(), DNGConfig(n=3, workers=1, coverage=False), train=reference).summary
+    assert s["n_valid_unique"] == 2  # the third crystal repeats the first
+    assert s["novelty"] == 0.5 and s["unique_and_novel"] == pytest.approx(1 / 3)
+    assert evaluate_dng(Fixed(), DNGConfig(n=3, workers=1, coverage=False)).summary["novelty"] is None
 
 
 def test_coverage_follows_cdvae_cutoffs():
@@ -212,6 +245,7 @@ def test_cli_dng_reports_validity_uniqueness_novelty(mpts52_sample_path, pool_sa
     assert report["wdist_density"] > 0
     assert report["cov_recall"] is None and "coverage" in report["unavailable"]
     assert report["settings"]["pyxtal_compositions"] == "training set"
+    assert report["settings"]["train_corpus"] == str(pool_sample_path) and report["settings"]["n_train_corpus"] == 60
     assert png.stat().st_size > 1000
 
 
@@ -293,3 +327,16 @@ def test_a_flat_generated_cell_is_scored_invalid_instead_of_crashing():
     assert not score.struct_valid and not score.valid and math.isnan(score.density)
     plan = {"spacegroup": 225, "formula": "NaCl", "density": (2.0, 2.3)}  # as a trace plans it
     assert plan_consistency({"plan": plan}, flat, None) == {"spacegroup": False, "composition": True, "density": False}
+
+
+def test_cli_dng_novelty_defaults_to_the_shipped_training_pool(mpts52_sample_path, tmp_path):
+    out = tmp_path / "dng.json"
+    result = CliRunner().invoke(main, [
+        "evaluate", "dng", "-n", "3", "--baseline", "pyxtal", "--no-compare", "--test", str(mpts52_sample_path),
+        "--no-coverage", "--workers", "1", "--json", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["settings"]["train_corpus"] == "training-pool" and report["settings"]["n_train_corpus"] == 37357
+    assert "novelty" not in report["unavailable"]
+    assert report["novelty"] is None or 0.0 <= report["novelty"] <= 1.0

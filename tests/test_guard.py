@@ -159,6 +159,22 @@ def test_blocked_coordinate_is_drawn_from_the_model_restricted_to_the_clear_regi
         assert Clearance().margin(state.partial_crystal(), x, limits) >= 1.0
 
 
+def test_with_no_value_clear_of_the_pair_rule_the_flat_floor_still_holds():
+    """A per-pair rule no value can meet (Ti-O at least 10 Å): the kept value is still
+    blocked under it, but keeps every pair the rule's floor (0.5 Å, the CDVAE rule) apart,
+    though the model puts 99.9% of its weight on x = 0, on top of Ti."""
+    limits = np.full((100, 100), MIN_DISTANCE_A)
+    limits[22, 8] = limits[8, 22] = 10.0  # Ti-O
+    state = _rutile_at_guarded_coordinate()
+    heads = _Heads(coord=_von_mises([0.999, 0.001], [0.0, 0.3]))
+    for key in (1, 2, 5):
+        batch = _batch(state, key, limits)
+        _draw_clear_coordinates(heads, batch, [0])
+        x = batch.slots[0].pending[1]
+        assert Clearance().margin(state.partial_crystal(), x, limits) < 1.0
+        assert Clearance().nearest(state.partial_crystal(), x) >= MIN_DISTANCE_A
+
+
 def test_a_clear_candidate_is_kept_as_drawn():
     """When the model's own draw is clear the guard changes nothing (first candidate kept)."""
     state = _rutile_at_guarded_coordinate()

@@ -9,7 +9,7 @@ from pathlib import Path
 from pymatgen.core import Structure
 
 from crystalgen.data.reference import REFERENCE_POOL, build_reference, read_reference
-from crystalgen.screening.reference import load_reference
+from crystalgen.data.reference_index import load_reference
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pool_sample.csv.gz"
 

@@ -23,19 +23,18 @@ import pytest
 from click.testing import CliRunner
 from pymatgen.core import Structure
 
+from crystalgen.data.reference_index import known_match, load_reference
 from crystalgen.evaluation.baseline import PyXtalBaseline
 from crystalgen.results import GenerationResult
 from crystalgen.screening.config import FilterConfig, SamplingConfig, ScreenConfig, Target
 from crystalgen.screening.generators import sample_target
 from crystalgen.screening.pipeline import merge_shards, run_screen
 from crystalgen.screening.ranking import log_likelihood_score
-from crystalgen.screening.reference import load_reference
 from crystalgen.screening.shards import atomic_write_bytes, plan_shards, shard_seed
 from crystalgen.screening.stages import (
     DedupEntry,
     deduplicate,
     filter_reason,
-    known_match,
     make_matcher,
     required_checks_pass,
     space_group_number,

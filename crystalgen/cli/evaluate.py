@@ -190,7 +190,12 @@ def csp(test_path, n_samples, limit, strategy, reference, energy_top, energy_wei
 @click.option("--test", "test_path", type=click.Path(exists=True), default=None,
               help="Test crystals: reference for Wasserstein distances and coverage.")
 @click.option("--train", "train_path", type=click.Path(exists=True), default=None,
-              help="Training crystals: reference for novelty (and the PyXtal baseline's compositions).")
+              help="Training crystals: the PyXtal baseline's compositions, and the novelty reference "
+                   "unless --train-corpus is given.")
+@click.option("--train-corpus", default=None,
+              help="Novelty reference: the model's training corpus (CSV(.gz) with a cif column, CIF folder, "
+                   "`data prepare` HDF5 or reference file). Default: --train if given, else the shipped "
+                   "training pool (`training-pool`, data/reference_pool.h5: what the shipped model was trained on).")
 @click.option("--test-limit", type=int, default=None, help="Use a seeded random subset of the test crystals.")
 @click.option("--no-coverage", is_flag=True, help="Skip COV-R/COV-P (CrystalNN fingerprints are slow).")
 @click.option("--charge-neutral/--no-charge-neutral", default=True, show_default=True,
@@ -200,10 +205,12 @@ def csp(test_path, n_samples, limit, strategy, reference, energy_top, energy_wei
 @click.option("--volume-guard/--no-volume-guard", default=True, show_default=True,
               help="Keep each cell's volume per atom in its plan's bin (redraws of the last free length).")
 @_common
-def dng(n, test_path, train_path, test_limit, no_coverage, charge_neutral, allow_intermetallic, volume_guard, model, baseline,
+def dng(n, test_path, train_path, train_corpus, test_limit, no_coverage, charge_neutral, allow_intermetallic, volume_guard, model, baseline,
         compare, seed, min_distance, workers, json_out, png_out, overwrite) -> None:
     """De novo generation: validity, uniqueness, novelty, coverage, Wasserstein distances."""
     _check_outputs(overwrite, json_out, png_out)
+    from crystalgen.data.reference import ALIAS
+    from crystalgen.data.reference_index import load_reference
     from crystalgen.evaluation.datasets import load_structures
     from crystalgen.evaluation.dng import DNGConfig, dng_settings, evaluate_dng, score_reference
     from crystalgen.evaluation.fingerprints import fingerprint_unavailable_reason
@@ -215,6 +222,11 @@ def dng(n, test_path, train_path, test_limit, no_coverage, charge_neutral, allow
     config = DNGConfig(n=n, seed=seed, workers=workers, coverage=not no_coverage)
     test = load_structures(test_path, limit=test_limit, seed=seed, workers=workers) if test_path else None
     train = load_structures(train_path, workers=workers) if train_path else None
+    corpus = train_corpus or train_path or ALIAS
+    try:
+        novelty_reference = load_reference(corpus)
+    except (OSError, ValueError, KeyError) as err:
+        raise click.ClickException(f"--train-corpus {corpus}: {err}") from None
     with_fp = config.coverage and fingerprint_unavailable_reason() is None
     reference = score_reference(test.structures, with_fp, workers) if test else None
     pool_source = train or test
@@ -228,7 +240,7 @@ def dng(n, test_path, train_path, test_limit, no_coverage, charge_neutral, allow
     for name, generator in _generators(model, baseline, compare, test.structures if test else [], pool,
                                        min_distance=min_distance, charge_neutral=charge_neutral,
                                        allow_intermetallic=allow_intermetallic, volume_guard=volume_guard):
-        run = evaluate_dng(generator, config, reference, train.structures if train else None)
+        run = evaluate_dng(generator, config, reference, novelty_reference)
         rows[name] = run.summary
         densities[name] = [s.density for s in run.scores if s is not None and s.valid]
     settings = dng_settings(
@@ -236,6 +248,8 @@ def dng(n, test_path, train_path, test_limit, no_coverage, charge_neutral, allow
         test_limit=test_limit,
         n_test=len(test.structures) if test else None,
         n_train=len(train.structures) if train else None,
+        train_corpus=corpus,
+        n_train_corpus=sum(len(v) for v in novelty_reference.values()),
         pyxtal_compositions=("training set" if train else "test set") if pool_source else None,
         min_distance=min_distance,
         charge_neutral=charge_neutral,

@@ -1,7 +1,9 @@
 """`crystalgen evaluate dng`: de novo generation metrics.
 
 Validity (CDVAE's structural and compositional rules, and the full validators' pass
-rate), fraction P1, uniqueness and novelty (StructureMatcher, against a training set),
+rate), fraction P1, uniqueness and novelty (StructureMatcher, against the training
+corpus indexed by reduced formula: a crystal is compared only with known crystals of its
+formula, as in CDVAE / DiffCSP),
 COV-R / COV-P (CDVAE fingerprints and cutoffs, against a test set), Wasserstein
 distances of density and number of elements (valid crystals against the test set), and
 plan-vs-result consistency for generators that write traces.
@@ -16,6 +18,7 @@ from typing import Any
 
 from pymatgen.core import Structure
 
+from crystalgen.data.reference_index import ReferenceIndex
 from crystalgen.evaluation.consistency import consistency_rates
 from crystalgen.evaluation.fingerprints import fingerprint_unavailable_reason
 from crystalgen.evaluation.generation import generate_dng
@@ -68,10 +71,14 @@ def evaluate_dng(
     generator: Generator,
     config: DNGConfig,
     test: Reference | None = None,
-    train: Sequence[Structure] | None = None,
+    train: ReferenceIndex | None = None,
 ) -> DNGRun:
     """Generate `config.n` crystals and compute every de novo metric the inputs allow;
-    a metric that cannot be computed is None with its reason under `unavailable`."""
+    a metric that cannot be computed is None with its reason under `unavailable`.
+
+    ``novelty`` is the share of valid (CDVAE) unique crystals that match no training
+    crystal; ``unique_and_novel`` the share of all crystals that are both unique and novel.
+    """
     t0 = time.perf_counter()
     results = generate_dng(generator, config.n, config.seed, config.workers)
     t_generate = time.perf_counter() - t0
@@ -92,12 +99,17 @@ def evaluate_dng(
     unique = unique_mask(generated)
     summary["uniqueness"] = sum(unique) / len(structures) if structures else None
     if train is not None:
-        novel = novel_mask(generated, train, workers=config.workers)
-        summary["novelty"] = sum(novel) / len(structures) if structures else None
-        summary["unique_and_novel"] = sum(u and n for u, n in zip(unique, novel)) / len(structures) if structures else None
+        is_novel = _over_all(novel_mask(generated, train, workers=config.workers), structures)
+        is_unique = _over_all(unique, structures)
+        valid_unique = [u and c is not None and c.valid for u, c in zip(is_unique, scores)]
+        summary["n_valid_unique"] = sum(valid_unique)
+        summary["novelty"] = (sum(n and vu for n, vu in zip(is_novel, valid_unique)) / sum(valid_unique)
+                              if any(valid_unique) else None)
+        summary["unique_and_novel"] = (sum(u and n for u, n in zip(is_unique, is_novel)) / len(structures)
+                                       if structures else None)
     else:
         summary["novelty"] = summary["unique_and_novel"] = None
-        unavailable["novelty"] = "no training set given (--train)"
+        unavailable["novelty"] = "no training corpus given"
 
     valid = [s for s in scores if s is not None and s.valid]
     if test is not None:
@@ -126,6 +138,12 @@ def evaluate_dng(
     return DNGRun(summary["generator"], summary, structures, scores)
 
 
+def _over_all(mask: list[bool], structures: list[Structure | None]) -> list[bool]:
+    """A mask over the generated crystals spread over every slot (False where generation failed)."""
+    values = iter(mask)
+    return [False if s is None else next(values) for s in structures]
+
+
 def _coverage_unavailable(config: DNGConfig, test: Reference | None) -> str | None:
     if not config.coverage:
         return "coverage switched off"
@@ -149,7 +167,8 @@ def dng_settings(config: DNGConfig, test_path: str | None, train_path: str | Non
         "train": train_path,
         "cov_cutoffs": COV_CUTOFFS,
         "uniqueness": "StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3) within reduced formula, over all generated",
-        "novelty": "fraction of generated crystals matching no training crystal (same matcher)",
+        "novelty": "fraction of valid unique generated crystals matching no training crystal of the same reduced "
+                   "formula (same matcher); unique_and_novel: fraction of all generated crystals, unique and novel",
         "wasserstein": "valid generated crystals against the test set (CDVAE)",
         **extra,
     }

@@ -18,6 +18,8 @@ from pymatgen.core import Structure
 from scipy.spatial.distance import cdist
 from scipy.stats import wasserstein_distance
 
+from crystalgen.data.reference_index import ReferenceIndex, known_match
+
 # CDVAE / DiffCSP matching tolerances (CSP match rate, and here also uniqueness/novelty)
 MATCHER_KWARGS = {"stol": 0.5, "angle_tol": 10, "ltol": 0.3}
 # CDVAE's COV cutoffs for MP-20-like data (MP-20, MPTS-52): structure 0.4, composition 10
@@ -89,21 +91,26 @@ def unique_mask(structures: Sequence[Structure], matcher: StructureMatcher | Non
 
 def novel_mask(
     structures: Sequence[Structure],
-    reference: Sequence[Structure],
+    reference: ReferenceIndex,
     workers: int = 1,
 ) -> list[bool]:
-    """True for crystals that match no reference crystal of the same reduced formula."""
+    """True for crystals that match no reference crystal of the same reduced formula
+    (only those are compared, and only their CIFs are parsed)."""
     from crystalgen.parallel import parallel_map
 
-    ref_groups = _groups_by_formula(reference)
-    tasks = [(s, [reference[j] for j in ref_groups.get(s.composition.reduced_formula, [])]) for s in structures]
+    tasks = [(s, reference.get(s.composition.reduced_formula, [])) for s in structures]
     return parallel_map(_is_novel, tasks, workers=workers, desc="novelty", chunksize=8)
 
 
-def _is_novel(task: tuple[Structure, list[Structure]]) -> bool:
+def _is_novel(task: tuple[Structure, list[tuple[str, str]]]) -> bool:
     structure, same_formula = task
-    matcher = make_matcher()
-    return not any(_fits(matcher, structure, ref) for ref in same_formula)
+    if not same_formula:
+        return True
+    index = {structure.composition.reduced_formula: same_formula}
+    try:
+        return known_match(structure, index, make_matcher()) is None
+    except Exception:  # a structure the matcher cannot handle matches nothing, as in `_fits`
+        return True
 
 
 def _fits(matcher: StructureMatcher, a: Structure, b: Structure) -> bool:

@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from crystalgen.generation.guard import BLOCKED, CANDIDATES, GRID, ROOMY, Clearance, MinDistance, lattice_room
+from crystalgen.generation.guard import (BLOCKED, CANDIDATES, GRID, ROOMY, Clearance, MinDistance, floor_distance,
+                                        lattice_room)
 from crystalgen.generation.rng import sequence_keys, streams_at
 from crystalgen.generation.volume import bin_gap, lattice_params, pick_in_bin
 from crystalgen.heads import masked_logits, sample_token
@@ -452,8 +453,11 @@ def _draw_clear_coordinates(model, batch: Batch, slots: list[int]) -> None:
     room left for the later free sites). When none has room, draws from the head's density
     (tempered) over the clear points of a ``GRID``-point scan (shifted by the row's own
     uniform), up to ``SCAN_DRAWS`` of them, the first with room kept (the first clear one
-    when the candidates had no clear value); when no value is clear, the candidate with
-    the largest margin. The log-likelihood counts the kept value under the untruncated head."""
+    when the candidates had no clear value). When no value is clear, the rule falls back to
+    its flat floor (:func:`~crystalgen.generation.guard.floor_distance`): the candidate with
+    the largest margin if it keeps every pair that far apart, else a draw from the density
+    over the scan's points that do; with none, that candidate. The log-likelihood counts the
+    kept value under the untruncated head."""
     rows, hidden, temperature = batch.slots, batch.hidden, batch.temperature
     dist = model.value_distribution(hidden[torch.as_tensor(slots, device=hidden.device)], VK_COORD)
     streams = _streams(batch, slots, hidden.device)
@@ -473,17 +477,32 @@ def _draw_clear_coordinates(model, batch: Batch, slots: list[int]) -> None:
         for r, status in stuck.items():
             row = rows[slots[r]]
             crystal = row.grammar.partial_crystal()
-            tried = 0
-            for g in _gumbel_order(density[r], u[r, 1:]):  # a draw from the density over the points not yet refused
+            tried, clear = 0, False
+            order = _gumbel_order(density[r], u[r, 1:])  # a draw from the density over the points not yet refused
+            for g in order:
                 if row.clearance.margin(crystal, float(grid[r, g]), batch.min_distance) < 1.0:
                     continue
+                clear = True
                 if status == BLOCKED or row.clearance.pick(crystal, grid[r, g:g + 1], batch.min_distance)[1] == ROOMY:
                     kept[r] = grid[r, g]
                     break
                 tried += 1
                 if tried == SCAN_DRAWS:
                     break
+            if status == BLOCKED and not clear and isinstance(batch.min_distance, np.ndarray):
+                kept[r] = _floor_clear(row.clearance, crystal, kept[r], grid[r, order], batch.min_distance)
     _keep(model, batch, slots, dist, kept, VK_COORD)
+
+
+def _floor_clear(clearance: Clearance, crystal, best: float, scan: np.ndarray, min_distance: MinDistance) -> float:
+    """With no value clear of the full rule: ``best`` (the candidate with the largest margin)
+    if it keeps the rule's flat floor, else the first of ``scan`` (in draw order) that does,
+    else ``best``."""
+    floor = floor_distance(min_distance)
+    for v in (best, *scan.tolist()):
+        if clearance.margin(crystal, float(v), floor) >= 1.0:
+            return float(v)
+    return best
 
 
 def commit(model, batch: Batch) -> None:

@@ -44,7 +44,7 @@ from crystalgen.representation.vocab import ELEMENTS
 from crystalgen.validators.distance import MIN_DISTANCE_A, image_shifts, periodic_sq_distances
 
 __all__ = ["BLOCKED", "CANDIDATES", "CLEAR", "GRID", "MIN_DISTANCE_A", "PROBES", "ROOMY", "Clearance", "MinDistance",
-           "lattice_room"]
+           "floor_distance", "lattice_room"]
 
 #: candidates drawn for a guarded value (with per-sequence streams the first one is
 #: exactly the unguarded draw, so the guard changes only the crystals it rescues)
@@ -65,6 +65,14 @@ _Z = {el: z for z, el in enumerate(ELEMENTS, start=1)}
 #: a 3-d low-discrepancy (R3) sequence: probe values of up to three free coordinates
 _PHI3 = 1.2207440846057596
 _PROBE_POINTS = np.mod(0.5 + np.outer(np.arange(1, PROBES + 1), [_PHI3 ** -1, _PHI3 ** -2, _PHI3 ** -3]), 1.0)
+
+
+def floor_distance(min_distance: MinDistance) -> float:
+    """The flat part of the guard's rule (Å): the distance itself, or the smallest entry of a
+    per-pair matrix (``pair_limits``' floor, where the light pairs such as H-H sit). When no
+    value of a coordinate clears the per-pair rule, the sampler still keeps every pair this
+    far apart if it can (the CDVAE structural rule at the default 0.5 Å)."""
+    return float(np.min(min_distance))
 
 
 def _limits(min_distance: MinDistance, z: int, others: np.ndarray) -> np.ndarray | float:

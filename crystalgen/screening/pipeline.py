@@ -21,10 +21,10 @@ from typing import Any
 
 from pymatgen.core import Composition, Structure
 
+from crystalgen.data.reference_index import ReferenceIndex, load_reference
 from crystalgen.screening.config import ScreenConfig
 from crystalgen.screening.executors import run_tasks
 from crystalgen.screening.outputs import write_outputs as write_run_outputs
-from crystalgen.screening.reference import ReferenceIndex, load_reference
 from crystalgen.screening.result import ScreenResult
 from crystalgen.screening.shards import atomic_write_bytes, plan_shards, read_shard, shard_path, write_shard
 from crystalgen.screening.stages import STAGES, DedupEntry, deduplicate, make_matcher

@@ -24,10 +24,10 @@ from typing import Any
 from pymatgen.core import Composition, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
+from crystalgen.data.reference_index import ReferenceIndex
 from crystalgen.results import GenerationResult
 from crystalgen.screening.config import RankConfig
 from crystalgen.screening.generators import import_object
-from crystalgen.screening.reference import ReferenceIndex
 
 _CALCULATORS: dict[str, Any] = {}
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
@@ -16,7 +15,6 @@ from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from crystalgen.results import GenerationResult
 from crystalgen.screening.config import FilterConfig, NoveltyConfig, Target
-from crystalgen.screening.reference import ReferenceIndex
 
 # Funnel stages in order; each candidate records the last one it reached.
 STAGES: tuple[str, ...] = ("sampled", "valid", "filtered", "unique", "novel", "ranked")
@@ -98,19 +96,3 @@ def deduplicate(entries: Sequence[DedupEntry], matcher: StructureMatcher) -> dic
             same_formula.append(e)
     return duplicate_of
 
-
-@lru_cache(maxsize=4096)
-def _parse_cif(cif: str) -> Structure | None:
-    try:
-        return Structure.from_str(cif, fmt="cif")
-    except Exception:  # a broken reference entry must not stop the run
-        return None
-
-
-def known_match(structure: Structure, reference: ReferenceIndex, matcher: StructureMatcher) -> str | None:
-    """The identifier of a reference structure that matches, or None (the candidate is novel)."""
-    for ident, cif in reference.get(structure.composition.reduced_formula, []):
-        known = _parse_cif(cif)
-        if known is not None and matcher.fit(known, structure):
-            return ident
-    return None

@@ -12,16 +12,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from crystalgen.data.reference_index import ReferenceIndex, known_match
 from crystalgen.screening.config import ScreenConfig
 from crystalgen.screening.generators import load_generator, sample_target
 from crystalgen.screening.ranking import score_result
-from crystalgen.screening.reference import ReferenceIndex
 from crystalgen.screening.shards import ShardSpec
 from crystalgen.screening.stages import (
     DedupEntry,
     deduplicate,
     filter_reason,
-    known_match,
     make_matcher,
     required_checks_pass,
     space_group_number,

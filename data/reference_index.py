@@ -1,11 +1,12 @@
-"""The novelty reference corpus: known structures, indexed by reduced formula.
+"""A novelty reference corpus: known structures, indexed by reduced formula, and the lookup.
 
 A candidate can only match a known structure of the same reduced formula, so the corpus
 is indexed by formula and cut down to the elements the run's targets can produce. For
 CSV files with a ``cif`` column (the shipped data layout) the formula is read from the
 CIF's ``_chemical_formula_sum`` line, without parsing the structure: indexing the whole
 20,889-row training pool takes under a second, and only the few CIFs a candidate needs
-are ever parsed (in the worker, cached).
+are ever parsed (in the worker, cached). Screening's novelty stage and `crystalgen
+evaluate dng`'s novelty figure both look candidates up here.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import gzip
 import re
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from pathlib import Path
 
+from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Composition, Structure
 
 # reduced formula -> [(identifier, CIF text)]
@@ -111,3 +114,30 @@ def _other_source(path: Path, allowed: list[frozenset[str]] | None) -> Iterable[
     for record in read_structures(path):
         if record.structure is not None:  # unparsable entries cannot match anything
             yield record.id, record.structure
+
+
+def index_structures(structures: Sequence[Structure], ids: Sequence[str] | None = None) -> ReferenceIndex:
+    """An in-memory reference of ``structures`` (identifiers: ``ids``, else their positions)."""
+    from pymatgen.io.cif import CifWriter
+
+    index: ReferenceIndex = defaultdict(list)
+    for i, s in enumerate(structures):
+        index[s.composition.reduced_formula].append((str(ids[i]) if ids else str(i), str(CifWriter(s))))
+    return dict(index)
+
+
+@lru_cache(maxsize=4096)
+def _parse_cif(cif: str) -> Structure | None:
+    try:
+        return Structure.from_str(cif, fmt="cif")
+    except Exception:  # a broken reference entry must not stop the run
+        return None
+
+
+def known_match(structure: Structure, reference: ReferenceIndex, matcher: StructureMatcher) -> str | None:
+    """The identifier of a reference structure that matches, or None (the candidate is novel)."""
+    for ident, cif in reference.get(structure.composition.reduced_formula, []):
+        known = _parse_cif(cif)
+        if known is not None and matcher.fit(known, structure):
+            return ident
+    return None
