@@ -202,7 +202,7 @@ def test_sources_restrict_training_to_those_corpus_rows(tmp_path):
     assert tags.count("mpts_52/val") == 3 * list(corpus.sources).count("mpts_52/val")
     assert len(weighted) == len(corpus) + 2 * list(corpus.sources).count("mpts_52/val")
     config = load_config(EXAMPLES / "finetune_mp_like.toml")
-    assert config.data.sources == ("mpts_52/val",)
+    assert config.data.source_repeats == {"mpts_52/val": 4} and not config.data.sources
 
     config = _tiny(max_steps=2)
     config.data.sources = ("mpts_52/val", "lemat/mp")
