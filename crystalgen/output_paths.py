@@ -29,6 +29,8 @@ try:
 except ImportError:  # not POSIX: staging folders are not locked, and stale ones are left alone
     fcntl = None  # type: ignore[assignment]
 
+CAN_LOCK = fcntl is not None
+
 STAGING_MARK = ".crystalgen-staging-"
 SUFFIX_FORMATS = {".cif": "cif", ".xyz": "extxyz", ".extxyz": "extxyz", ".json": "json", ".h5": "h5", ".hdf5": "h5"}
 
@@ -118,9 +120,9 @@ def output_target(path: str | Path, fmt: str | None, formats: tuple[str, ...], o
     return OutputTarget(checked, fmt, folder, tuple(stale))
 
 
-def _lock(folder: Path, blocking: bool) -> int | None:
+def lock_folder(folder: Path, blocking: bool) -> int | None:
     """An open descriptor of ``folder`` holding an exclusive ``flock`` on it, or None when
-    another process holds it (or there is no ``flock``)."""
+    another process holds it (or there is no ``flock``: see :data:`CAN_LOCK`)."""
     if fcntl is None:
         return None
     fd = os.open(folder, os.O_RDONLY)
@@ -146,7 +148,7 @@ def remove_stale_staging(path: str | Path) -> list[Path]:
     lock) and return them; without ``flock`` (not POSIX) none is removed."""
     stale: list[Path] = []
     for folder in staging_folders(path) if fcntl is not None else []:
-        fd = _lock(folder, blocking=False)
+        fd = lock_folder(folder, blocking=False)
         if fd is None:  # a live run is writing through it
             continue
         try:
@@ -162,7 +164,7 @@ def staging_folder(parent: Path, prefix: str) -> Iterator[Path]:
     """A fresh folder ``parent/prefix*`` locked for as long as the block runs, then removed
     (unless the block moved it away)."""
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-    fd = _lock(tmp, blocking=True)
+    fd = lock_folder(tmp, blocking=True)
     try:
         yield tmp
     finally:

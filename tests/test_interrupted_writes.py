@@ -1,10 +1,12 @@
 """Outputs of a process killed with SIGKILL while writing: the ``.h5`` on disk is a valid
 file holding whole chunks only, and the staging folder the dead run left is removed by
-the next run into the same target (never a live run's, never a user's file)."""
+the next run into the same target (never a live run's, never a user's file); the same
+holds for the temporary files of a screening run folder."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import signal
 import subprocess
 import sys
@@ -13,9 +15,16 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
+from click.testing import CliRunner
 
+from crystalgen.cli import main
 from crystalgen.io import read_h5
-from crystalgen.output_paths import STAGING_MARK, output_target, staging_folder, staging_folders
+from crystalgen.output_paths import STAGING_MARK, lock_folder, output_target, staging_folder, staging_folders
+from crystalgen.screening.config import ScreenConfig
+from crystalgen.screening.pipeline import run_screen
+from crystalgen.screening.run_folder import RunFolderBusy
+from test_screening import write_config
 
 TESTS = Path(__file__).parent
 LIMIT_S = 600  # generous for a busy machine; a process that never gets there fails the test
@@ -141,3 +150,36 @@ def test_a_killed_folder_write_leaves_a_staging_folder_that_the_next_run_removes
     assert target.stale_staging == (stale,)
     assert sorted(p.name for p in out.iterdir()) == ["00000_NaCl.cif"]  # only the dead run's folder went
     assert (out / "00000_NaCl.cif").read_text() == "a user's file"
+
+
+def test_a_screening_run_removes_only_the_temporary_files_a_dead_run_left_and_never_races_a_live_one(tmp_path):
+    """``.NAME.XXXXXXXX.tmp`` is what an atomic write killed halfway leaves (``tempfile.mkstemp``)."""
+    config_path = write_config(tmp_path / "c.toml", nacl=3, lio=3)
+    config = ScreenConfig.from_toml(config_path)
+    run_dir = tmp_path / "run"
+    for folder in ("shards", "cifs", "notes"):
+        (run_dir / folder).mkdir(parents=True)
+    dead = [run_dir / ".config.json.k3x_9q2a.tmp", run_dir / ".screen.h5.ab12cd34.tmp",
+            run_dir / "shards" / ".t001-s0000.json.0a1b2c3d.tmp", run_dir / "cifs" / ".NaCl_001_NaCl.cif.zzzzzzzz.tmp"]
+    users = [run_dir / ".notes.txt.ab12cd34.tmp",  # not a name the run writes
+             run_dir / ".screen.h5.tmp",  # not a mkstemp name
+             run_dir / "shards" / ".t009-s0000.json.0a1b2c3d.tmp",  # no such shard in this run
+             run_dir / "notes" / ".screen.h5.ab12cd34.tmp"]  # the run writes no screen.h5 there
+    for path in dead + users:
+        path.write_text("partial")
+
+    live = lock_folder(run_dir, blocking=True)  # a live run into the folder
+    try:
+        with pytest.raises(RunFolderBusy):
+            run_screen(config, run_dir, workers=1, progress=False)
+        cli = CliRunner().invoke(main, ["screen", str(config_path), "--out", str(run_dir), "--quiet", "--overwrite"])
+    finally:
+        os.close(live)
+    assert cli.exit_code == 1 and "another crystalgen screen is running into" in cli.output, cli.output
+    assert all(p.exists() for p in dead + users), "a live run's files were touched"
+
+    run_screen(config, run_dir, workers=1, progress=False)
+    assert not any(p.exists() for p in dead)
+    assert all(p.read_text() == "partial" for p in users)
+    assert (run_dir / "screen.h5").stat().st_size > 0
+    assert sorted(run_dir.glob("**/*.tmp")) == sorted(users)

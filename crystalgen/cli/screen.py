@@ -56,6 +56,8 @@ def command(config_path: Path, run_dir: Path, executor: str, address: str | None
     try:
         result = run_screen(config, run_dir, executor=executor, address=address, workers=workers,
                             progress=not quiet)
+    except OutputError as err:  # another live run holds the folder
+        raise click.ClickException(str(err)) from None
     except KeyboardInterrupt:
         specs = plan_shards(config)
         done = sum(shard_path(run_dir, s).exists() for s in specs)

@@ -32,9 +32,13 @@ from pymatgen.core import Structure
 from pymatgen.io.cif import CifWriter
 
 from crystalgen.output_paths import umask_mode
+from crystalgen.screening.config import ScreenConfig
 from crystalgen.screening.result import ScreenResult
 from crystalgen.screening.shards import atomic_write_bytes
 from crystalgen.screening.stages import STAGES
+
+#: the files of RUN_DIR itself that :func:`write_outputs` writes (besides ``cifs/``)
+OUTPUT_FILES = ("screen.h5", "summary.csv", "funnel.csv", "funnel.png", "scores.png", "spacegroups.png")
 
 SUMMARY_COLUMNS = [
     "rank", "key", "target", "formula", "num_atoms", "spacegroup", "stage", "score", "energy_per_atom",
@@ -139,12 +143,23 @@ def _file_stem(target: str) -> str:
     return re.sub(r"[^A-Za-z0-9-]", "_", target)
 
 
+def _cif_names(config: ScreenConfig) -> re.Pattern:
+    """The names :func:`write_top_cifs` gives: ``{target}_{rank:03d}_{formula}.cif``."""
+    stems = "|".join(re.escape(_file_stem(t.name)) for t in config.targets)
+    return re.compile(rf"(?:{stems})_\d{{3}}_\w+\.cif")
+
+
+def is_output(config: ScreenConfig, run_dir: Path, path: Path) -> bool:
+    """Is ``path`` one of the files :func:`write_outputs` writes for this run?"""
+    return ((path.parent == run_dir and path.name in OUTPUT_FILES)
+            or (path.parent == run_dir / "cifs" and _cif_names(config).fullmatch(path.name) is not None))
+
+
 def write_top_cifs(result: ScreenResult, run_dir: Path) -> list[Path]:
     """Symmetrised CIFs of each target's top_k, named ``{target}_{rank:03d}_{formula}.cif``."""
     out_dir = run_dir / "cifs"
     out_dir.mkdir(exist_ok=True)
-    stems = "|".join(re.escape(_file_stem(t.name)) for t in result.config.targets)
-    ours = re.compile(rf"(?:{stems})_\d{{3}}_\w+\.cif")
+    ours = _cif_names(result.config)
     for old in out_dir.glob("*.cif"):  # a rerun with other ranks must not leave stale files; others' files stay
         if ours.fullmatch(old.name):
             old.unlink()

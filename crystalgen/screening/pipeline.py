@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,10 @@ from pymatgen.core import Composition, Structure
 from crystalgen.data.reference_index import ReferenceIndex, load_reference
 from crystalgen.screening.config import ScreenConfig
 from crystalgen.screening.executors import run_tasks
+from crystalgen.screening.outputs import is_output
 from crystalgen.screening.outputs import write_outputs as write_run_outputs
 from crystalgen.screening.result import ScreenResult
+from crystalgen.screening.run_folder import claimed_run_folder
 from crystalgen.screening.shards import atomic_write_bytes, plan_shards, read_shard, shard_path, write_shard
 from crystalgen.screening.stages import STAGES, DedupEntry, deduplicate, make_matcher
 from crystalgen.screening.worker import run_shard
@@ -113,9 +116,26 @@ def run_screen(
     progress: bool = True,
     write_outputs: bool = True,
 ) -> ScreenResult:
-    """Run (or resume) a screening run into ``run_dir`` and write its outputs there."""
+    """Run (or resume) a screening run into ``run_dir`` and write its outputs there.
+
+    Raises :class:`~crystalgen.screening.run_folder.RunFolderBusy` while another run into
+    ``run_dir`` is alive; removes the temporary files a dead one left there.
+    """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with claimed_run_folder(run_dir, _own_paths(config, run_dir)) as removed:
+        for path in removed:
+            log.info("removed %s, left by a stopped run", path)
+        return _run(config, run_dir, executor, address, workers, progress, write_outputs)
+
+
+def _own_paths(config: ScreenConfig, run_dir: Path) -> Callable[[Path], bool]:
+    """Which paths in ``run_dir`` this run writes: its config, shard files and outputs."""
+    shards = {shard_path(run_dir, s) for s in plan_shards(config)}
+    return lambda path: path == run_dir / "config.json" or path in shards or is_output(config, run_dir, path)
+
+
+def _run(config: ScreenConfig, run_dir: Path, executor: str, address: str | None, workers: int | None,
+         progress: bool, write_outputs: bool) -> ScreenResult:
     _check_run_dir(run_dir, config)
 
     specs = plan_shards(config)
