@@ -26,8 +26,8 @@ from crystalgen.analogues.candidates import NoAnalogueError
 from crystalgen.analogues.generator import AnalogueConfig, AnalogueGenerator
 from crystalgen.analogues.index import AnalogueIndex
 from crystalgen.analogues.relax import Relaxer, as_relaxer, relax_results
+from crystalgen.auto_ranking import AutoRanking, merge
 from crystalgen.data.reference import REFERENCE_POOL
-from crystalgen.distinct import distinct_results
 from crystalgen.generation.options import DEFAULT_BATCH_SIZE, SamplingOptions
 from crystalgen.generation.plan_search import best_by_plan
 from crystalgen.generation.request import GenerationRequest, RequestError, parse_composition
@@ -62,9 +62,9 @@ class CrystalGenerator:
 
     #: where structure prediction gets its candidates: ``"model"`` samples plans from the
     #: model; ``"analogue"`` substitutes elements into reference structures of the same
-    #: anonymous formula (:mod:`crystalgen.analogues`); ``"auto"`` lists the distinct
-    #: analogues first, best first, and fills up with the model's candidates (the model
-    #: alone where the corpus has no analogue)
+    #: anonymous formula (:mod:`crystalgen.analogues`); ``"auto"`` merges the ranked
+    #: analogues with the model's own candidates on one scale, the model's plan log-prob
+    #: (:mod:`crystalgen.auto_ranking`; the model alone where the corpus has no analogue)
     STRATEGIES = ("auto", "model", "analogue")
 
     def __init__(
@@ -82,6 +82,7 @@ class CrystalGenerator:
         charge_neutral: bool = True,
         allow_intermetallic: bool = False,
         volume_guard: bool = True,
+        auto_ranking: AutoRanking | None = None,
     ) -> None:
         """``workers``: sampling processes for large requests (None: one per core on a
         CPU, none on a GPU or inside a worker process; 0: everything in this process).
@@ -96,7 +97,10 @@ class CrystalGenerator:
         samples per wanted one by plan log-probability (:mod:`crystalgen.generation.plan_search`;
         1: as sampled).
         ``charge_neutral``, ``allow_intermetallic``: the de novo plan rule, and
-        ``volume_guard`` (see :class:`SamplingOptions`), every call uses unless it gives its own."""
+        ``volume_guard`` (see :class:`SamplingOptions`), every call uses unless it gives its own.
+        ``auto_ranking``: how ``"auto"`` merges analogues and the model's candidates
+        (default: :class:`~crystalgen.auto_ranking.AutoRanking`, the shipped model's fitted
+        margin; :meth:`from_pretrained` reads a model directory's own)."""
         _check_strategy(strategy)
         self.model = model.eval()
         self.device = torch.device(device)
@@ -112,6 +116,7 @@ class CrystalGenerator:
         self.reference = reference
         self.analogue_config = analogue_config or AnalogueConfig()
         self.plan_search = max(1, int(plan_search))
+        self.auto_ranking = auto_ranking or AutoRanking()
         self._analogues: tuple[object, AnalogueGenerator] | None = None  # (its corpus, the generator)
 
     def analogues(self, reference: str | Path | AnalogueIndex | None = None) -> AnalogueGenerator:
@@ -151,6 +156,7 @@ class CrystalGenerator:
             raise FileNotFoundError(f"no model.safetensors (or its sharded index) in {directory}")
         if str(device).startswith("cuda") and not torch.cuda.is_available():
             raise RequestError("device cuda asked for, but no CUDA device is available")
+        kwargs.setdefault("auto_ranking", AutoRanking.for_model(directory))
         return cls(CrystalModel.from_pretrained(directory, device=device), device=device, model_dir=directory, **kwargs)
 
     @property
@@ -231,7 +237,7 @@ class CrystalGenerator:
         relax: bool | Relaxer | object = False,
     ) -> list[GenerationResult]:
         """Crystal structure prediction: ``n`` candidates with exactly this cell content,
-        best first (the distinct analogues, then the model's candidates). ``strategy`` (None: the generator's, ``"auto"`` by default;
+        best first (``"auto"``: analogues and the model's candidates merged by plan log-prob). ``strategy`` (None: the generator's, ``"auto"`` by default;
         see :attr:`STRATEGIES`) and ``reference`` (the analogue corpus) choose where
         candidates come from; the model makes at most 3 x ``n`` attempts; other arguments
         as in :meth:`sample`. Raises :class:`RequestError` when neither the model nor an
@@ -254,22 +260,20 @@ class CrystalGenerator:
             except NoAnalogueError as err:
                 if strategy == "analogue":
                     raise RequestError(str(err)) from None
-            if strategy == "analogue" or len(analogue) >= n:
+            if strategy == "analogue":
                 return analogue[:n]
         try:
             request = GenerationRequest.build(composition, exact_cell=True, max_atoms=self.max_atoms)
         except RequestError:
             if analogue:
-                return analogue
+                return analogue[:n]
             raise
         opts = self.options(options, temperature=temperature, seed=seed, batch_size=batch_size, validate=validate,
                             progress=progress, min_distance=min_distance)
-        want = n - len(analogue)
-        want += want if analogue else 0  # room for model candidates that repeat an analogue
-        model = self.generate(request, want * self.plan_search, options=opts.with_(only_valid=False, max_rounds=3))
-        if self.plan_search > 1:
-            model = best_by_plan(self.model, model, want)
-        return distinct_results(analogue + model, n) if analogue else model
+        model = self.generate(request, n * self.plan_search, options=opts.with_(only_valid=False, max_rounds=3))
+        if self.plan_search > 1 or analogue:
+            model = best_by_plan(self.model, model, n)
+        return merge(analogue, model, n, self.auto_ranking) if analogue else model
 
     def predict_structures(
         self,
@@ -294,7 +298,7 @@ class CrystalGenerator:
         is what makes evaluating thousands of test crystals fast. Returns ``n``
         candidates per composition (fewer where the model failed ``max_rounds`` times;
         none for a composition the model cannot express). ``strategy`` and ``reference``
-        as in :meth:`predict_structure`: analogues first, then the model's candidates;
+        as in :meth:`predict_structure` (``"auto"``: analogues and the model's candidates merged);
         ``relax`` as in :meth:`predict_structure`.
         """
         strategy = _check_strategy(strategy or self.strategy)
@@ -307,13 +311,10 @@ class CrystalGenerator:
         analogue: list[list[GenerationResult]] = [[] for _ in compositions]
         if strategy != "model":
             analogue = self.analogues(reference).predict_structures(compositions, n=n, validate=validate is not False)
-            if strategy == "analogue" or all(len(a) >= n for a in analogue):
+            if strategy == "analogue":
                 return [a[:n] for a in analogue]
         requests: list[GenerationRequest | None] = []
-        for comp, found in zip(compositions, analogue):
-            if len(found) >= n:
-                requests.append(None)
-                continue
+        for comp in compositions:
             try:
                 requests.append(GenerationRequest.build(comp, exact_cell=True, max_atoms=self.max_atoms))
             except RequestError as err:
@@ -322,9 +323,9 @@ class CrystalGenerator:
         opts = self.options(options, temperature=temperature, seed=seed, batch_size=batch_size, validate=validate,
                             max_rounds=max_rounds, progress=progress, min_distance=min_distance)
         model = self._rounds.generate_many(requests, n * self.plan_search, opts)
-        if self.plan_search > 1:
+        if self.plan_search > 1 or strategy == "auto":
             model = [best_by_plan(self.model, more, n) if more else more for more in model]
-        return [distinct_results(found + more, n) if found else more[:n] for found, more in zip(analogue, model)]
+        return [merge(found, more, n, self.auto_ranking) if found else more[:n] for found, more in zip(analogue, model)]
 
     def generate(
         self,

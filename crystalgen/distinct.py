@@ -8,22 +8,24 @@ test the analogue generator applies among its own candidates.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pymatgen.analysis.structure_matcher import StructureMatcher
 
 from crystalgen.results import GenerationResult
 
 
-def distinct_results(results: Sequence[GenerationResult], n: int,
-                     matcher: StructureMatcher | None = None) -> list[GenerationResult]:
-    """Up to `n` results, in order, skipping any that matches one already kept."""
+def distinct_results(results: Sequence[GenerationResult], n: int, matcher: StructureMatcher | None = None,
+                     exempt: Callable[[GenerationResult, GenerationResult], bool] | None = None,
+                     ) -> list[GenerationResult]:
+    """Up to `n` results, in order, skipping any that matches one already kept; pairs for
+    which `exempt(kept, new)` holds are not compared (already kept apart by their source)."""
     matcher = matcher or StructureMatcher()
     kept: list[GenerationResult] = []
     for result in results:
         if len(kept) >= n:
             break
-        if any(_same(matcher, k, result) for k in kept):
+        if any(not (exempt and exempt(k, result)) and _same(matcher, k, result) for k in kept):
             continue
         kept.append(result)
     return kept

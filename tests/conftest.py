@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
+from crystalgen.analogues.index import AnalogueIndex, load_index
 from crystalgen.data.readers import StructureRecord, read_structures
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -42,3 +44,18 @@ def pool_by_formula(pool_records) -> dict:
     for record in pool_records:
         out.setdefault(record.structure.composition.reduced_formula, record.structure)
     return out
+
+
+@pytest.fixture(scope="session")
+def mpts_corpus(tmp_path_factory) -> Path:
+    """The 40-crystal MPTS-52 sample as an analogue corpus, copied into a temp folder (its
+    index cache is written beside it, never into tests/fixtures/)."""
+    path = tmp_path_factory.mktemp("corpus") / "mpts.csv.gz"
+    shutil.copy(MPTS52_SAMPLE, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def mpts_index(mpts_corpus) -> AnalogueIndex:
+    """The analogue index of `mpts_corpus` (built once per session)."""
+    return load_index(mpts_corpus, workers=1)

@@ -24,18 +24,6 @@ def _key(s: Structure) -> str:
     return prototype_key(s.lattice.matrix, [site.specie.Z for site in s], s.frac_coords)
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory, mpts52_sample_path):
-    path = tmp_path_factory.mktemp("prior") / "mpts.csv.gz"
-    shutil.copy(mpts52_sample_path, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def index(corpus):
-    return load_index(corpus, workers=1)
-
-
 def test_prototype_key_ignores_element_identity_and_cell_choice_but_not_structure_type(mpts52_sample_path):
     s = load_structures(str(mpts52_sample_path)).structures[0]
     key = _key(s)
@@ -50,30 +38,30 @@ def test_prototype_key_ignores_element_identity_and_cell_choice_but_not_structur
     assert _key(rocksalt.get_primitive_structure()) == _key(rocksalt)
 
 
-def test_popularity_counts_entries_of_the_same_prototype_in_the_kept_corpus(index, mpts52_sample_path):
-    counts = Counter(index.prototype)
-    assert all(index.popularity(i) == counts[index.prototype[i]] for i in range(len(index)))
+def test_popularity_counts_entries_of_the_same_prototype_in_the_kept_corpus(mpts_index, mpts52_sample_path):
+    counts = Counter(mpts_index.prototype)
+    assert all(mpts_index.popularity(i) == counts[mpts_index.prototype[i]] for i in range(len(mpts_index)))
     test = load_structures(str(mpts52_sample_path))
-    popular = max(range(len(index)), key=index.popularity)
-    same = [i for i in range(len(index)) if index.prototype[i] == index.prototype[popular]]
+    popular = max(range(len(mpts_index)), key=mpts_index.popularity)
+    same = [i for i in range(len(mpts_index)) if mpts_index.prototype[i] == mpts_index.prototype[popular]]
     assert len(same) >= 2
-    dropped = str(index.ids[same[0]])
-    kept, _ = exclude_test_crystals(index, [dropped], [test.structures[test.ids.index(dropped)]], MATCHER_KWARGS)
-    j = list(kept.ids).index(str(index.ids[same[1]]))
-    assert kept.popularity(j) == index.popularity(same[1]) - 1  # excluded crystals are not counted
+    dropped = str(mpts_index.ids[same[0]])
+    kept, _ = exclude_test_crystals(mpts_index, [dropped], [test.structures[test.ids.index(dropped)]], MATCHER_KWARGS)
+    j = list(kept.ids).index(str(mpts_index.ids[same[1]]))
+    assert kept.popularity(j) == mpts_index.popularity(same[1]) - 1  # excluded crystals are not counted
 
 
-def test_a_sidecar_without_prototype_keys_gains_them_on_load(corpus, index, tmp_path):
-    copy = tmp_path / corpus.name
-    shutil.copy(corpus, copy)
+def test_a_sidecar_without_prototype_keys_gains_them_on_load(mpts_corpus, mpts_index, tmp_path):
+    copy = tmp_path / mpts_corpus.name
+    shutil.copy(mpts_corpus, copy)
     sidecar = sidecar_paths(copy, corpus_fingerprint(copy))[0]
-    shutil.copy(sidecar_paths(corpus, corpus_fingerprint(corpus))[0], sidecar)
+    shutil.copy(sidecar_paths(mpts_corpus, corpus_fingerprint(mpts_corpus))[0], sidecar)
     with np.load(sidecar) as data:
         arrays = {k: data[k] for k in data.files if k != "prototype"}
     np.savez_compressed(sidecar, **arrays)
     assert not AnalogueIndex.has_prototypes(sidecar)
     again = load_index(copy, workers=1)
-    assert list(again.prototype) == list(index.prototype)
+    assert list(again.prototype) == list(mpts_index.prototype)
     assert AnalogueIndex.has_prototypes(sidecar)
 
 
@@ -97,25 +85,25 @@ def test_prior_order_keeps_the_plain_order_without_weights_and_known_and_same_ce
     assert prior_order(cands, PriorWeights(vote_mass=1.0))[:2] == [0, 2]
 
 
-def test_find_candidates_with_the_prior_reorders_the_same_candidates(index):
+def test_find_candidates_with_the_prior_reorders_the_same_candidates(mpts_index):
     formula = "Nd4Sc4O12"
-    plain = find_candidates(index, formula)
-    weighted = find_candidates(index, formula, prior=PriorWeights(popularity=1.0, votes=1.0, vote_mass=1.0))
+    plain = find_candidates(mpts_index, formula)
+    weighted = find_candidates(mpts_index, formula, prior=PriorWeights(popularity=1.0, votes=1.0, vote_mass=1.0))
     assert sorted(c.entry for c in plain) == sorted(c.entry for c in weighted)
-    assert [c.entry for c in find_candidates(index, formula, prior=PriorWeights())] == [c.entry for c in plain]
+    assert [c.entry for c in find_candidates(mpts_index, formula, prior=PriorWeights())] == [c.entry for c in plain]
     scores = [c.score for c in weighted if not c.known and c.z_ratio == 1]
     assert scores == sorted(scores, reverse=True)
-    result = AnalogueGenerator(index, AnalogueConfig(prior=PriorWeights(popularity=1.0))).predict_structure(formula)[0]
+    result = AnalogueGenerator(mpts_index, AnalogueConfig(prior=PriorWeights(popularity=1.0))).predict_structure(formula)[0]
     assert result.trace["chosen"]["prototype_popularity"] >= 1 and "|" in result.trace["chosen"]["prototype"]
 
 
-def test_cli_csp_records_plan_search_and_the_prior(mpts52_sample_path, corpus, tmp_path):
+def test_cli_csp_records_plan_search_and_the_prior(mpts52_sample_path, mpts_corpus, tmp_path):
     from crystalgen.cli import main
 
     out = tmp_path / "csp.json"
     result = CliRunner().invoke(main, [
         "evaluate", "csp", "--test", str(mpts52_sample_path), "--limit", "2", "--plan-search", "2",
-        "--baseline", "analogue", "--no-prototype-prior", "--reference", str(corpus), "--no-compare",
+        "--baseline", "analogue", "--no-prototype-prior", "--reference", str(mpts_corpus), "--no-compare",
         "--workers", "1", "--json", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())

@@ -36,19 +36,6 @@ def _write_rows(path, rows: list[dict[str, str]]) -> None:
         writer.writerows(rows)
 
 
-@pytest.fixture(scope="module")
-def mpts_corpus(tmp_path_factory, mpts52_sample_path):
-    """The 40-crystal MPTS-52 sample as a corpus (in a temp folder, where its index cache goes)."""
-    path = tmp_path_factory.mktemp("corpus") / "mpts.csv.gz"
-    shutil.copy(mpts52_sample_path, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def mpts_index(mpts_corpus):
-    return load_index(mpts_corpus, workers=1)
-
-
 def test_index_is_cached_beside_the_corpus_and_rebuilt_when_it_changes(mpts_corpus, mpts_index, tmp_path):
     sidecar = sidecar_paths(mpts_corpus, corpus_fingerprint(mpts_corpus))[0]
     assert sidecar.is_file()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from click.testing import CliRunner
 from pymatgen.core import Composition
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from crystalgen.api import CrystalGenerator, RequestError
+from crystalgen.auto_ranking import AutoRanking, plan_log_prob
 from crystalgen.cli import main
 
 NO_ANALOGUE = "Li5Fe3P7O2Cl11"  # no structure of this anonymous formula in the shipped pool
@@ -29,11 +32,26 @@ def test_known_compound_comes_back_as_itself(gen):
     assert nacl.report["pass"]
 
 
-def test_auto_lists_distinct_analogues_then_the_model(gen):
+def test_auto_merges_analogues_and_the_models_candidates_by_plan_log_prob(gen):
+    """Analogues first with an infinite margin; the model's top plan first with none; the default
+    margin picks whichever side's top candidate the rule says."""
+    def predict(margin: float):
+        gen.auto_ranking = AutoRanking(margin)
+        try:
+            return gen.predict_structure("SrTiO3", n=3, seed=0)
+        finally:
+            gen.auto_ranking = AutoRanking()
+
+    analogues_first, model_first = predict(math.inf), predict(-math.inf)
+    assert all(r.metadata.get("generator") == "analogue" for r in analogues_first)
+    assert model_first[0].metadata.get("generator") != "analogue" and model_first[0].log_likelihood is not None
+    assert model_first[0].trace["auto"]["source"] == "model"
     results = gen.predict_structure("SrTiO3", n=3, seed=0)
-    assert len(results) == 3
-    assert all(r.structure.composition.reduced_formula == "SrTiO3" for r in results)
-    assert all(r.metadata.get("generator") == "analogue" for r in results)
+    assert len(results) == 3 and all(r.structure.composition.reduced_formula == "SrTiO3" for r in results)
+    gain = plan_log_prob(model_first[0]) - plan_log_prob(analogues_first[0])
+    expected = model_first[0] if gain > AutoRanking().margin else analogues_first[0]
+    assert results[0].metadata.get("generator") == expected.metadata.get("generator")
+    assert plan_log_prob(results[0]) == pytest.approx(plan_log_prob(expected))
     only_model = gen.predict_structure("SrTiO3", n=2, seed=0, strategy="model")
     assert all(r.log_likelihood is not None and "reference_id" not in r.metadata for r in only_model)
 

@@ -151,6 +151,7 @@ class AnalogueGenerator:
             structures.append(ref.structure if use else s)
             notes.append(None if score is None else {
                 "plan_log_prob": round(score.plan_log_prob, 4), "value_log_lik": round(score.value_log_lik, 4),
+                "n_plan_tokens": score.n_plan_tokens,
                 "combined_score": round(value, 4), "refined": use,
                 "refined_log_lik": None if ref is None else round(ref.value_log_lik, 4)})
         order = combined_order(feats, weights) + list(range(top, len(built)))

@@ -25,7 +25,7 @@ DNG_COLUMNS = [
 def _generators(model: str | None, baseline: str | None, compare: bool, oracle_structures, pyxtal_pool=None,
                 min_distance: float = 0.5, strategy: str = "model", reference=None, charge_neutral: bool = True,
                 allow_intermetallic: bool = False, volume_guard: bool = True, plan_search: int = 1,
-                analogue_config=None):
+                analogue_config=None, auto_ranking=None):
     """[(name, generator)], the primary first; the model is imported only if used."""
     from crystalgen.evaluation.baseline import PyXtalBaseline
     from crystalgen.evaluation.oracle import OracleGenerator
@@ -39,7 +39,7 @@ def _generators(model: str | None, baseline: str | None, compare: bool, oracle_s
         primary = load_model_generator(model, min_distance=min_distance, strategy=strategy, reference=reference,
                                        charge_neutral=charge_neutral, allow_intermetallic=allow_intermetallic,
                                        volume_guard=volume_guard, plan_search=plan_search,
-                                       analogue_config=analogue_config)
+                                       analogue_config=analogue_config, auto_ranking=auto_ranking)
     label = "model" if strategy == "model" else f"model ({strategy})"
     if plan_search > 1:
         label += f" + plan search {plan_search}"
@@ -94,7 +94,13 @@ def command() -> None:
 @click.option("--limit", type=int, default=None, help="Score a seeded random subset of this many test crystals.")
 @click.option("--strategy", type=click.Choice(["model", "analogue", "auto"]), default="model", show_default=True,
               help="How the main row predicts: the model, analogues from the reference corpus, or auto "
-                   "(analogues first, then the model's candidates).")
+                   "(analogues and the model's own candidates merged by the model's plan log-prob).")
+@click.option("--auto-margin", type=float, default=None,
+              help="--strategy auto: nats of plan log-prob by which the model's own candidate must beat an analogue "
+                   "to go before it (default: the model directory's auto_ranking.json, else the shipped model's "
+                   "fitted margin; inf: analogues first).")
+@click.option("--model-row", is_flag=True,
+              help="--strategy auto: also score the model alone (same model, seed and plan search) as a row.")
 @click.option("--reference", "reference", type=click.Path(exists=True), default=None,
               help="Analogue corpus: reference pool .h5, `data prepare` output, CSV(.gz) or CIF folder "
                    "(default: the shipped reference pool). Test crystals are removed from it first.")
@@ -115,12 +121,13 @@ def command() -> None:
               help="Analogue ranking with the prototype prior (docs/analogues.md); off: the plain order.")
 @_common
 def csp(test_path, n_samples, limit, strategy, reference, energy_top, energy_weight, prefilter, relax, relax_top,
-        plan_search, prototype_prior, model, baseline, compare, seed, min_distance, workers, json_out, png_out,
-        overwrite) -> None:
+        plan_search, prototype_prior, auto_margin, model_row, model, baseline, compare, seed, min_distance, workers,
+        json_out, png_out, overwrite) -> None:
     """Crystal structure prediction: match rate and RMSE (CDVAE / DiffCSP protocol)."""
     _check_outputs(overwrite, json_out, png_out)
     from crystalgen.analogues.generator import AnalogueConfig, AnalogueGenerator
     from crystalgen.analogues.prior import PriorWeights
+    from crystalgen.auto_ranking import AutoRanking
     from crystalgen.evaluation.analogue import held_out_analogues
     from crystalgen.evaluation.csp import CSPConfig, csp_settings, evaluate_csp
     from crystalgen.evaluation.datasets import load_structures
@@ -130,6 +137,7 @@ def csp(test_path, n_samples, limit, strategy, reference, energy_top, energy_wei
     test = load_structures(test_path, limit=limit, seed=seed, workers=workers)
     config = CSPConfig(n_samples=n_samples, seed=seed, workers=workers)
     generators, analogue_settings = [], None
+    auto_ranking = AutoRanking.for_model(model) if auto_margin is None else AutoRanking(margin=auto_margin)
     prior = {} if prototype_prior else {"prior": PriorWeights()}
     if strategy in ("analogue", "auto") or baseline == "analogue":
         plain, analogue_settings = held_out_analogues(reference, test.ids, test.structures,
@@ -146,7 +154,11 @@ def csp(test_path, n_samples, limit, strategy, reference, energy_top, energy_wei
         model_rows = _generators(model, None if baseline == "analogue" else baseline, compare, test.structures,
                                  min_distance=min_distance, strategy=strategy,
                                  reference=plain.index if strategy == "auto" else None, plan_search=plan_search,
-                                 analogue_config=AnalogueConfig(**prior))
+                                 analogue_config=AnalogueConfig(prefilter=prefilter, **prior),
+                                 auto_ranking=auto_ranking)
+        if model_row and strategy == "auto":
+            model_rows[1:1] = _generators(model, None, False, test.structures, min_distance=min_distance,
+                                          plan_search=plan_search)
         generators = model_rows[:1] + generators + model_rows[1:]
     elif compare:
         generators += _generators(model, "pyxtal", False, test.structures)
@@ -172,6 +184,8 @@ def csp(test_path, n_samples, limit, strategy, reference, energy_top, energy_wei
     settings["min_distance"] = min_distance
     settings["strategy"] = strategy
     settings["plan_search"] = plan_search
+    if strategy == "auto":
+        settings["auto_ranking"] = auto_ranking.as_dict()
     settings["relax"] = relax_settings
     if analogue_settings is not None:
         settings["analogues"] = analogue_settings

@@ -119,7 +119,8 @@ def _relaxer(top: int):
 @click.option("--strategy", type=click.Choice(["model", "analogue", "auto"]), default="model", show_default=True,
               help="With --formula: model samples plans from the model; analogue substitutes elements into reference "
                    "structures of the same anonymous formula (the formula is then the cell content: Li4Fe4P4O16 for "
-                   "four formula units); auto lists analogues first, then the model's candidates.")
+                   "four formula units); auto merges the analogues with the model's own candidates by the model's "
+                   "plan log-prob (the model's goes first where it beats the analogue's by the fitted margin).")
 @click.option("--relax", is_flag=True,
               help="Relax the top --relax-top crystals with CHGNet (FIRE, symmetry kept, 100 steps) and re-rank them "
                    "by energy per atom; a relax that diverges keeps the unrelaxed crystal (the trace says why).")

@@ -43,7 +43,7 @@ LAYERS = [
     ("crystalgen.cli", "crystalgen.devtools", "crystalgen.__main__"),
     ("crystalgen.screening", "crystalgen.evaluation", "crystalgen.training"),
     ("crystalgen.api", "crystalgen.sampling"),
-    ("crystalgen.generation", "crystalgen.analogues"),
+    ("crystalgen.generation", "crystalgen.analogues", "crystalgen.auto_ranking"),
     ("crystalgen.model", "crystalgen.trace", "crystalgen.io", "crystalgen.data"),
     ("crystalgen.backbone", "crystalgen.heads"),
     ("crystalgen.validators", "crystalgen.results", "crystalgen.consistency", "crystalgen.distinct"),

@@ -25,9 +25,13 @@ def best_by_plan(model: CrystalModel, results: Sequence[GenerationResult], n: in
     kept = []
     for rank, i in enumerate(order[:n]):
         result = results[i]
-        plan = None if scores[i] is None else round(scores[i].plan_log_prob, 4)
+        score = scores[i]
+        plan = None if score is None else round(score.plan_log_prob, 4)
         if result.trace is not None:
-            result.trace["plan_search"] = {"sampled": len(results), "rank": rank + 1, "plan_log_prob": plan}
+            result.trace["plan_search"] = {
+                "sampled": len(results), "rank": rank + 1, "plan_log_prob": plan,
+                "value_log_lik": None if score is None else round(score.value_log_lik, 4),
+                "n_plan_tokens": None if score is None else score.n_plan_tokens}
             if "text" in result.trace and plan is not None:
                 result.trace["text"] += f"\nplan search: best {rank + 1} of {len(results)} by plan log-prob {plan:.2f}"
         kept.append(result)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -75,6 +77,10 @@ class GenerationRequest:
             if any(abs(n - round(n)) > 1e-8 for n in comp.values()):
                 raise RequestError(f"formula {formula!r} has fractional occupancies; crystalgen generates ordered crystals")
             fu = int(round(factor)) if (exact_cell or factor > 1) else None
+            common = math.gcd(*counts.values())
+            if common > 1:  # pymatgen keeps O2, N2, H2, ... diatomic in reduced compositions
+                counts = {el: n // common for el, n in counts.items()}
+                fu = fu * common if fu is not None else None
             if num_atoms is not None:
                 per_fu = sum(counts.values())
                 if num_atoms % per_fu:
