@@ -26,7 +26,7 @@ from crystalgen.analogues.candidates import NoAnalogueError
 from crystalgen.analogues.generator import AnalogueConfig, AnalogueGenerator
 from crystalgen.analogues.index import AnalogueIndex
 from crystalgen.analogues.relax import Relaxer, as_relaxer, relax_results
-from crystalgen.auto_ranking import AutoRanking, merge
+from crystalgen.auto_ranking import AutoRanking, merge, needs_model
 from crystalgen.data.reference import REFERENCE_POOL
 from crystalgen.generation.options import DEFAULT_BATCH_SIZE, SamplingOptions
 from crystalgen.generation.plan_search import best_by_plan
@@ -260,7 +260,7 @@ class CrystalGenerator:
             except NoAnalogueError as err:
                 if strategy == "analogue":
                     raise RequestError(str(err)) from None
-            if strategy == "analogue":
+            if strategy == "analogue" or not needs_model(self.auto_ranking, len(analogue), n):
                 return analogue[:n]
         try:
             request = GenerationRequest.build(composition, exact_cell=True, max_atoms=self.max_atoms)
@@ -314,7 +314,10 @@ class CrystalGenerator:
             if strategy == "analogue":
                 return [a[:n] for a in analogue]
         requests: list[GenerationRequest | None] = []
-        for comp in compositions:
+        for comp, found in zip(compositions, analogue):
+            if found and not needs_model(self.auto_ranking, len(found), n):
+                requests.append(None)
+                continue
             try:
                 requests.append(GenerationRequest.build(comp, exact_cell=True, max_atoms=self.max_atoms))
             except RequestError as err:

@@ -29,9 +29,11 @@ from pathlib import Path
 from crystalgen.distinct import distinct_results
 from crystalgen.results import GenerationResult
 
-#: nats; the shipped model's margin, fitted by benchmarks/bench_auto_margin.py on the pool's held-out
-#: MPTS-52 validation rows (docs/results/auto_margin/mpts52_fit.json)
-DEFAULT_MARGIN = 10.0
+#: nats; the shipped model's margin. benchmarks/bench_auto_margin.py on the pool's held-out MPTS-52
+#: validation rows (docs/results/auto_margin/mpts52_fit.json) finds every margin from +8 up, infinity
+#: included, at the analogues' own rate, so the default is the analogues-first order, which also
+#: spares sampling the model for a composition with n analogues (`needs_model`)
+DEFAULT_MARGIN = math.inf
 #: a model directory's own fitted margin
 MARGIN_FILE = "auto_ranking.json"
 
@@ -54,6 +56,12 @@ class AutoRanking:
             return cls()
         margin = json.loads(path.read_text()).get("margin")
         return cls(math.inf if margin is None else float(margin))
+
+
+def needs_model(ranking: AutoRanking, n_analogues: int, n: int) -> bool:
+    """Must ``auto`` sample the model for a composition with ``n_analogues`` of ``n`` wanted?
+    Not when analogues fill every slot and no model candidate can displace one."""
+    return n_analogues < n or ranking.margin != math.inf
 
 
 def plan_log_prob(result: GenerationResult) -> float | None:

@@ -8,7 +8,7 @@ import math
 import pytest
 from click.testing import CliRunner
 
-from crystalgen.auto_ranking import AutoRanking, merge, plan_log_prob
+from crystalgen.auto_ranking import AutoRanking, merge, needs_model, plan_log_prob
 from crystalgen.generation.request import GenerationRequest
 from crystalgen.representation import vocab as V
 from crystalgen.results import GenerationResult
@@ -85,3 +85,9 @@ def test_a_model_directory_carries_its_own_fitted_margin(tmp_path):
     assert AutoRanking.for_model(tmp_path).margin == -20.0
     (tmp_path / "auto_ranking.json").write_text(json.dumps({"margin": None}))
     assert AutoRanking.for_model(tmp_path).margin == math.inf
+
+
+def test_the_model_is_sampled_only_where_it_can_change_the_answer():
+    assert not needs_model(AutoRanking(), 3, 3)  # the default: analogues first, n of them found
+    assert needs_model(AutoRanking(), 2, 3)  # too few analogues: the model fills up
+    assert needs_model(AutoRanking(10.0), 3, 3) and needs_model(AutoRanking(-math.inf), 3, 3)
