@@ -120,7 +120,8 @@ def _relaxer(top: int):
               help="With --formula: model samples plans from the model; analogue substitutes elements into reference "
                    "structures of the same anonymous formula (the formula is then the cell content: Li4Fe4P4O16 for "
                    "four formula units); auto merges the analogues with the model's own candidates by the model's "
-                   "plan log-prob (the model's goes first where it beats the analogue's by the fitted margin).")
+                   "plan log-prob (the model's goes first where it beats the analogue's by the model's fitted margin; "
+                   "the shipped model's is infinity: analogues first).")
 @click.option("--relax", is_flag=True,
               help="Relax the top --relax-top crystals with CHGNet (FIRE, symmetry kept, 100 steps) and re-rank them "
                    "by energy per atom; a relax that diverges keeps the unrelaxed crystal (the trace says why).")
