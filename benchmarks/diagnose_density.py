@@ -36,15 +36,21 @@ from crystalgen.evaluation.metrics import wasserstein
 AMU_A3_TO_G_CM3 = 1.66053906660  # 1 amu / Å^3 in g/cm^3
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def dng_diagnosis_args(description: str) -> argparse.Namespace:
+    """The options of the de novo diagnoses: the test file and its `evaluate dng --test-limit`
+    subset, crystals to sample, seed, model (None: the shipped one), JSON output."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--test", required=True)
     ap.add_argument("--test-limit", type=int, default=500)
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", default=None)
     ap.add_argument("--json", default=None)
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = dng_diagnosis_args(__doc__)
     torch.set_num_threads(1)
     test = load_structures(args.test, limit=args.test_limit, seed=0).structures
     gen = CrystalGenerator.from_pretrained(args.model, workers=0)

@@ -12,7 +12,6 @@ before validity filters it; the test crystals are the seeded subset `evaluate dn
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import sys
@@ -25,6 +24,7 @@ from crystalgen.api import CrystalGenerator
 from crystalgen.evaluation.datasets import load_structures
 from crystalgen.evaluation.metrics import n_elements, wasserstein
 from crystalgen.evaluation.report import write_json
+from diagnose_density import dng_diagnosis_args
 
 
 def histogram(counts: list[int]) -> dict:
@@ -33,14 +33,7 @@ def histogram(counts: list[int]) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--test", required=True)
-    ap.add_argument("--test-limit", type=int, default=500)
-    ap.add_argument("--n", type=int, default=300)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--model", default=None)
-    ap.add_argument("--json", default=None)
-    args = ap.parse_args()
+    args = dng_diagnosis_args(__doc__)
     torch.set_num_threads(1)
     test = [n_elements(s) for s in load_structures(args.test, limit=args.test_limit, seed=args.seed).structures]
     rows = {}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -151,15 +152,17 @@ def encode_corpus(
 
     Structures the vocabulary cannot express (too many formula units, ...) or longer than
     ``max_length`` are skipped and counted. ``max_forms`` > 1 also encodes up to that many
-    equivalent forms per structure (augmentation; ``forms``).
+    equivalent forms per structure (augmentation; ``forms``). A row listed k times in ``rows``
+    (``source_repeats``) is encoded once and kept (or counted as skipped) k times.
     """
     w = corpus.wyckoff
     ids, sequences, skipped = [], [], 0
     forms: list[list[EncodedCrystal]] | None = [] if max_forms > 1 else None
-    rows = range(len(corpus)) if rows is None else rows
-    for i in progress_bar(rows, desc="encoding", enabled=progress, mininterval=2.0):
+    times = Counter(int(i) for i in (range(len(corpus)) if rows is None else rows))
+    for i in progress_bar(list(times), desc="encoding", enabled=progress, mininterval=2.0):
+        k = times[i]
         if not w["ok"][i]:
-            skipped += 1
+            skipped += k
             continue
         arrays = wyckoff_arrays(w, i)
         try:
@@ -167,15 +170,15 @@ def encode_corpus(
             extra = equivalent_encodings(str(corpus.ids[i]), arrays, max_forms) if forms is not None else []
         except (EncodeError, ValueError, KeyError) as err:
             log.debug("skipping %s: %s", corpus.ids[i], err)
-            skipped += 1
+            skipped += k
             continue
         if max(len(e) for e in encoded.values()) > max_length:
-            skipped += 1
+            skipped += k
             continue
-        ids.append(str(corpus.ids[i]))
-        sequences.append(encoded)
+        ids += [str(corpus.ids[i])] * k
+        sequences += [encoded] * k
         if forms is not None:
-            forms.append(extra)
+            forms += [extra] * k
     return EncodedCorpus(ids, sequences, skipped, forms)
 
 
