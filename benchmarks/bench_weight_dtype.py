@@ -31,7 +31,7 @@ from crystalgen.training.loop import evaluate
 @click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "json_out", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--seed", default=0, show_default=True, help="validation hash seed (the training seed)")
+@click.option("--seed", default=0, show_default=True, help="validation hash seed (the training config's data.split_seed)")
 @click.option("--threads", default=1, show_default=True)
 def main(model_dir: Path, data: Path, json_out: Path, seed: int, threads: int) -> None:
     torch.set_num_threads(threads)

@@ -166,7 +166,7 @@ def main(config_path, data, out, overrides, device, train_minutes, deadline_minu
         torch.set_num_threads(config.num_threads)
     else:
         torch.backends.cuda.matmul.allow_tf32 = True
-    held = np.array([is_validation(m, config.data.val_fraction, config.seed) for m in packed.ids], bool)
+    held = np.array([is_validation(m, config.data.val_fraction, config.data.split_seed) for m in packed.ids], bool)
     train_idx, val_idx = np.flatnonzero(~held), np.flatnonzero(held)
     store = DeviceRows(packed, dev)
     print(f"encoded {len(packed.ids)} structures ({len(train_idx)} train, {len(val_idx)} val, {packed.skipped} "

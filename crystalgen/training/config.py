@@ -23,6 +23,7 @@ class DataConfig:
     """How the corpus becomes batches."""
 
     val_fraction: float = 0.05  # held out by a seeded hash of material_id
+    split_seed: int = 0  # seed of that hash: runs with different `seed`s hold out the same structures
     gen_fraction: float = 0.25  # share of training sequences written as de novo (<task:gen>)
     drop_fu_fraction: float = 0.3  # share of the csp ones without <fu:k> (composition only)
     spacegroup_fraction: float = 0.2  # share whose prefix names the space group (<sg:N>)

@@ -2,7 +2,8 @@
 
 AdamW with warm-up + cosine decay, gradient clipping, bf16 autocast on CUDA,
 DistributedDataParallel under torchrun, per-head losses in the progress bar, periodic
-validation NLL per head (the best model is kept in ``OUT/best/``), an optional periodic
+validation NLL per head (the best model is kept in ``OUT/best/``; the held-out material ids
+in ``OUT/validation_ids.txt``), an optional periodic
 sample -> validate pass rate, and checkpoints (``OUT/checkpoint.pt``: state dicts and
 plain numbers only, loadable with ``torch.load(weights_only=True)``) to resume from.
 
@@ -39,6 +40,7 @@ from crystalgen.training.dataset import (
 
 log = logging.getLogger(__name__)
 CHECKPOINT, BEST, LOG = "checkpoint.pt", "best", "train_log.jsonl"
+HELD_OUT = "validation_ids.txt"  # the material ids of the validation split, one per line
 
 
 @dataclass
@@ -214,7 +216,7 @@ def _train(config: TrainConfig, data_path: Path, out: Path, resume: bool, ctx, p
     corpus = read_corpus(data_path)
     rows = source_rows(corpus.sources, config.data.sources, config.data.source_repeats, data_path)
     encoded = encode_corpus(corpus, config.data.max_length, progress=show, max_forms=forms, rows=rows)
-    train_set, val_set = split(encoded, config.data.val_fraction, config.seed)
+    train_set, val_set = split(encoded, config.data.val_fraction, config.data.split_seed)
     if not len(train_set):
         raise ValueError(f"{data_path}: no usable training structures")
     epochs = EpochBatches(train_set, config.data, config.seed, ctx.rank, ctx.world)
@@ -240,6 +242,7 @@ def _train(config: TrainConfig, data_path: Path, out: Path, resume: bool, ctx, p
             emit({"event": "init_from", "path": config.init_from, "grown": grown})
     if not (resume and ckpt_path.exists()) and ctx.is_main:
         (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        (out / HELD_OUT).write_text("".join(f"{m}\n" for m in val_set.ids))
         emit({"event": "start", "train": len(train_set), "val": len(val_set), "skipped": encoded.skipped,
               "parameters": sum(p.numel() for p in model.parameters()), "world": ctx.world,
               "device": str(ctx.device)})
