@@ -22,10 +22,11 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from queue import Queue
-from datetime import date
 from pathlib import Path
 
 import click
+
+from crystalgen.evaluation.report import provenance, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "examples" / "ablation_cpu.toml"
@@ -135,13 +136,12 @@ def main(data, heldout, out, minutes, seeds, variants, eval_every, jobs, json_ou
     with ThreadPoolExecutor(jobs) as pool:
         runs = list(pool.map(on_free_core, plan))
     report = {
-        "benchmark": "ablation_cpu", "date": date.today().isoformat(), "command": " ".join(sys.argv),
+        **provenance("ablation_cpu"),
         "base_config": str(BASE.relative_to(ROOT)), "minutes_per_run": minutes, "jobs": jobs,
         "variants": {v: VARIANTS[v] for v in variants.split(",")},
         "summary": summarise(runs, eval_every), "runs": runs,
     }
-    json_out.parent.mkdir(parents=True, exist_ok=True)
-    json_out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(json_out, report)
     print(json.dumps(report["summary"], indent=2))
 
 

@@ -50,7 +50,7 @@ from crystalgen.analogues.index import SYMPREC, composition_key, load_index, pro
 from crystalgen.analogues.prior import DEFAULT_PRIOR, PriorWeights, prior_order, prototype_votes
 from crystalgen.analogues.volume import VolumeRule
 from crystalgen.evaluation.metrics import MATCHER_KWARGS
-from crystalgen.evaluation.report import write_json
+from crystalgen.evaluation.report import provenance, write_json
 
 GRID = {"popularity": (0.0, 0.1, 0.25, 0.5, 1.0, 2.0), "votes": (0.0, 0.25, 0.5, 1.0, 2.0),
         "vote_mass": (0.0, 0.25, 0.5, 1.0, 2.0)}
@@ -216,7 +216,7 @@ def report(queries: list[dict], meta: dict, folds: int, json_out: str | None) ->
         by_popularity[bucket][0] += 1
         by_popularity[bucket][1] += q["category"] == "top1"
     result = {
-        "command": meta["command"], "hardware": "2-core AMD EPYC, shared with other jobs", "date": "2026-12-02",
+        **provenance("bench_analogue_misses"), "command": meta["command"],
         "tuning_set": f"{meta['pool']}: source mpts_52/val, is_validation(id, 0.05, seed 0), seeded {meta['n_requested']}",
         "n_test": n, "depth": meta["depth"], "reference": meta["reference"], "exclusion": meta["exclusion"],
         "breakdown": {c: counts[c] for c in CATEGORIES},

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from collections import Counter
 
@@ -35,7 +34,7 @@ from crystalgen.analogues.exclusion import exclude_test_crystals
 from crystalgen.analogues.index import load_index
 from crystalgen.analogues.volume import VolumeRule
 from crystalgen.evaluation.datasets import load_structures
-from crystalgen.evaluation.report import write_json
+from crystalgen.evaluation.report import provenance, write_json
 from crystalgen.evaluation.metrics import MATCHER_KWARGS
 
 
@@ -107,8 +106,7 @@ def main(test_path: str, reference: str, n_test: int, depth: int, energy: bool, 
     if energy:
         rankings.update({f"chgnet_w{w:g}": chgnet(w) for w in (1, 3, 10, 30, 100)})
     result = {
-        "command": "python " + " ".join(sys.argv),
-        "hardware": "2-core AMD EPYC, shared with other jobs", "date": "2026-12-01",
+        **provenance("bench_analogue_ranking"),
         "test": test_path, "n_test": len(test.structures), "reference": reference, "depth": depth,
         "exclusion": exclusion.as_dict(), "seconds_build_match_energy": round(seconds, 1),
         "fraction_with_analogue": sum(1 for r in rows if r[0]) / len(rows),

@@ -14,7 +14,6 @@ rule's absolute volume, all per atom.
 from __future__ import annotations
 
 import json
-import platform
 import time
 
 import click
@@ -25,7 +24,7 @@ from crystalgen.analogues.index import load_index
 from crystalgen.analogues.volume import VolumeRule
 from crystalgen.analogues.substitution import substitution_table
 from crystalgen.evaluation.datasets import load_structures
-from crystalgen.evaluation.report import write_json
+from crystalgen.evaluation.report import provenance, write_json
 
 
 def _volume_errors(index, n_eval: int, seed: int) -> dict:
@@ -79,9 +78,7 @@ def main(query_path: str, n_queries: int, reference: str, volume_n: int, json_ou
             build_structure(index, cands[0], rule)
     t_build = time.perf_counter() - t0
     result = {
-        "command": f"nice python benchmarks/bench_analogues.py --n {n_queries} --volume-n {volume_n} --json-out docs/results/analogue_speed.json",
-        "hardware": f"{platform.processor() or platform.machine()}, 2-core AMD EPYC, shared with other jobs",
-        "date": "2026-12-01",
+        **provenance("bench_analogues"),
         "reference": reference, "n_reference": len(index), "queries": query_path, "n_queries": len(queries),
         "seconds_load_index": round(t_load, 3),
         "queries_per_minute_cold": round(60 * len(queries) / t_rank),

@@ -34,7 +34,6 @@ import gzip
 import itertools
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -54,7 +53,7 @@ from crystalgen.analogues.refine import prefer_refined, refine
 from crystalgen.analogues.volume import VolumeRule
 from crystalgen.evaluation.datasets import load_structures
 from crystalgen.evaluation.metrics import MATCHER_KWARGS
-from crystalgen.evaluation.report import write_json
+from crystalgen.evaluation.report import provenance, write_json
 from crystalgen.model import CrystalModel
 from crystalgen.training.dataset import is_validation
 
@@ -238,8 +237,7 @@ def report(queries: list[dict], meta: dict, energy: bool, test_path: str | None,
             cross[name] = sum(held) / 2
     n_cands = sum(len(q["candidates"]) for q in queries)
     result = {
-        "command": "python " + " ".join(sys.argv),
-        "hardware": "2-core AMD EPYC, shared with other jobs", "date": "2026-12-02",
+        **provenance("bench_model_ranking"),
         "model": meta["model"], "model_training": meta["model_training"],
         "tuning_set": None if test_path else (f"{meta['pool']}: source mpts_52/val, is_validation(id, 0.05, seed 0), "
                                               f"seeded {meta['n_requested']}"),

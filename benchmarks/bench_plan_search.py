@@ -25,7 +25,7 @@ from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from crystalgen.api import CrystalGenerator
 from crystalgen.evaluation.metrics import MATCHER_KWARGS
-from crystalgen.evaluation.report import write_json
+from crystalgen.evaluation.report import provenance, write_json
 from crystalgen.generation.plan_search import best_by_plan
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -71,8 +71,7 @@ def main(model_dir: str, pool: str, n_tune: int, samples: int, json_out: str | N
         sg = sum(any(_spacegroup(r.structure) == _spacegroup(t) for r in c) for t, c in zip(truths, chosen))
         table[name] = {"match_rate": match / len(truths), "spacegroup_rate": sg / len(truths)}
     result = {
-        "command": "python " + " ".join(sys.argv), "hardware": "2-core AMD EPYC, shared with other jobs",
-        "date": "2026-12-02", "model": model_dir, "model_training": _training(model_dir),
+        **provenance("bench_plan_search"), "model": model_dir, "model_training": _training(model_dir),
         "tuning_set": f"{pool}: source mpts_52/val, is_validation(id, 0.05, seed 0), seeded {n_tune}",
         "n_test": len(truths), "n_samples": samples, "rows": table,
         "seconds_sample": round(seconds_sample, 1), "seconds_rank": round(seconds_rank, 1),

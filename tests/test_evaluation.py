@@ -6,8 +6,11 @@ crystal (RMSE ~ 0) and reproduces the validators' own validity figures.
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
+import os
+import sys
 
 import numpy as np
 import pytest
@@ -24,6 +27,7 @@ from crystalgen.evaluation.dng import DNGConfig, evaluate_dng
 from crystalgen.evaluation.metrics import coverage, novel_mask, rms_dist, unique_mask
 from crystalgen.evaluation.oracle import OracleGenerator
 from crystalgen.evaluation.protocol import Generator
+from crystalgen.evaluation.report import provenance
 from crystalgen.results import GenerationResult
 from crystalgen.validators import smact_validity, structural_validity
 
@@ -340,3 +344,13 @@ def test_cli_dng_novelty_defaults_to_the_shipped_training_pool(mpts52_sample_pat
     assert report["settings"]["train_corpus"] == "training-pool" and report["settings"]["n_train_corpus"] == 37357
     assert "novelty" not in report["unavailable"]
     assert report["novelty"] is None or 0.0 <= report["novelty"] <= 1.0
+
+
+def test_provenance_says_which_command_ran_when_and_on_what():
+    record = provenance("bench_x")
+    assert record["benchmark"] == "bench_x"
+    assert record["command"] == "python " + " ".join(sys.argv)
+    assert datetime.date.fromisoformat(record["date"])
+    assert record["hardware"]["cores"] == os.cpu_count() and record["hardware"]["cpu"]
+    load = record["hardware"]["load_average_at_start"]
+    assert load is None or (len(load) == 3 and min(load) >= 0)

@@ -9,7 +9,9 @@ so each report carries its baseline row side by side.
 from __future__ import annotations
 
 import json
+import os
 import platform
+import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,6 +35,31 @@ def build_report(settings: Mapping[str, Any], rows: Mapping[str, Mapping[str, An
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     return report
+
+
+def cpu_name() -> str:
+    """The CPU model as the kernel names it (``platform.processor()`` is empty on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def provenance(benchmark: str) -> dict[str, Any]:
+    """Where a benchmark figure comes from: its script, the exact command, the UTC date, and the
+    hardware it ran on, with the load average at the start (other jobs sharing the cores show here)."""
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "benchmark": benchmark,
+        "command": "python " + " ".join(sys.argv),
+        "date": datetime.now(timezone.utc).date().isoformat(),
+        "hardware": {"cpu": cpu_name(), "cores": os.cpu_count(),
+                     "load_average_at_start": [round(x, 2) for x in load] if load else None},
+        "crystalgen": __version__,
+    }
 
 
 def write_json(path: str | Path, report: Mapping[str, Any]) -> Path:
