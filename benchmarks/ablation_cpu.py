@@ -2,8 +2,10 @@
 
 Every run trains the ``tiny`` preset from scratch (``examples/ablation_cpu.toml``) for the same
 wall-clock budget on one pinned core (``--jobs`` runs at a time, each on a core of its own),
-so "equal time" is the run itself; "equal steps" compares the validation NLL logged every
-``eval_every`` steps at the largest step every run reached. The criterion is the CSP match rate
+so "equal time" is the run itself. With ``--steps N`` every run is bounded by N optimizer steps
+instead (its learning-rate schedule then follows the step count, not the clock), and the runs
+compare at equal steps; the summary also compares the validation NLL logged every ``eval_every``
+steps at the largest step every run reached. The criterion is the CSP match rate
 of each run's final model alone (``crystalgen evaluate csp --strategy model``, K=1) on held-out
 pool structures: rows of the training split's validation part (``data.split_seed`` 0), which no
 run trains on whatever its ``seed``. A run folder that already holds its CSP result is skipped,
@@ -11,6 +13,7 @@ so the script resumes.
 
     python benchmarks/ablation_cpu.py --data runs/pool_v2.h5 --heldout runs/pool_val500.csv.gz \\
         --out runs/ablation --minutes 10 --seeds 0,1,2 --json docs/results/ablation_cpu.json
+    python benchmarks/ablation_cpu.py ... --steps 330 --variants attention --out runs/ablation_steps ...
 """
 
 from __future__ import annotations
@@ -57,7 +60,8 @@ def train_and_score(variant: str, seed: int, core: int, a) -> dict:
     csp = run / "csp.json"
     if not csp.exists():
         run.mkdir(parents=True, exist_ok=True)
-        sets = [f"seed={seed}", f"max_minutes={a.minutes}", f"eval_every={a.eval_every}", *VARIANTS[variant]]
+        budget = [f"max_steps={a.steps}", "max_minutes=0"] if a.steps else [f"max_minutes={a.minutes}"]
+        sets = [f"seed={seed}", *budget, f"eval_every={a.eval_every}", *VARIANTS[variant]]
         cmd = [sys.executable, "-m", "crystalgen", "train", "--config", str(BASE), "--data", str(a.data),
                "--out", str(run), "--quiet", *[x for s in sets for x in ("--set", s)]]
         if not (run / "best").exists():
@@ -111,16 +115,17 @@ def summarise(runs: list[dict], eval_every: int) -> dict:
               help="CSV of held-out pool structures (the split's validation rows) for the CSP criterion")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--minutes", default=10.0, show_default=True, help="training budget per run")
+@click.option("--steps", default=0, show_default=True, help="bound each run by this many steps instead (0: by --minutes)")
 @click.option("--seeds", default="0,1,2", show_default=True)
 @click.option("--variants", default=",".join(VARIANTS), show_default=True)
 @click.option("--eval-every", default=150, show_default=True)
 @click.option("--jobs", default=2, show_default=True, help="runs at a time, each pinned to its own core")
 @click.option("--json", "json_out", required=True, type=click.Path(dir_okay=False, path_type=Path))
-def main(data, heldout, out, minutes, seeds, variants, eval_every, jobs, json_out) -> None:
+def main(data, heldout, out, minutes, steps, seeds, variants, eval_every, jobs, json_out) -> None:
     class A:
         pass
     a = A()
-    a.data, a.heldout, a.out, a.minutes, a.eval_every = data, heldout, out, minutes, eval_every
+    a.data, a.heldout, a.out, a.minutes, a.steps, a.eval_every = data, heldout, out, minutes, steps, eval_every
     plan = [(v, int(s)) for s in seeds.split(",") for v in variants.split(",")]
     cores: Queue[int] = Queue()
     for core in range(jobs):
@@ -137,7 +142,7 @@ def main(data, heldout, out, minutes, seeds, variants, eval_every, jobs, json_ou
         runs = list(pool.map(on_free_core, plan))
     report = {
         **provenance("ablation_cpu"),
-        "base_config": str(BASE.relative_to(ROOT)), "minutes_per_run": minutes, "jobs": jobs,
+        "base_config": str(BASE.relative_to(ROOT)), "minutes_per_run": None if steps else minutes, "steps_per_run": steps or None, "jobs": jobs,
         "variants": {v: VARIANTS[v] for v in variants.split(",")},
         "summary": summarise(runs, eval_every), "runs": runs,
     }
