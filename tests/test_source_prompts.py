@@ -153,8 +153,12 @@ def test_a_model_without_source_prompts_refuses_like_and_a_trained_one_samples(t
 
 
 def test_training_records_the_sources_it_prompted(tmp_path):
+    from crystalgen.training.config import load_config
     from crystalgen.training.loop import train
-    from test_training import _tiny
+    from test_training import EXAMPLES, _tiny
+
+    example = load_config(EXAMPLES / "finetune_like.toml")
+    assert example.data.source_prompt_fraction == 0.5 and example.data.source_repeats == {"mpts_52/val": 2}
 
     config = _tiny(max_steps=2)
     config.data.source_prompt_fraction = 0.5
