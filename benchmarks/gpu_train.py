@@ -157,6 +157,8 @@ def main(config_path, data, out, overrides, device, train_minutes, deadline_minu
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     config = load_config(config_path, list(overrides))
+    if config.data.source_prompt_fraction > 0:
+        raise click.UsageError("data.source_prompt_fraction: source prompts are drawn by `crystalgen train` only")
     forms = config.data.augment_max_variants if config.data.augment else 1
     packed = encode_packed(data, config.data.max_length, forms, workers)  # forks before CUDA is touched
     encode_s = time.perf_counter() - start

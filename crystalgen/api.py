@@ -30,7 +30,7 @@ from crystalgen.auto_ranking import AutoRanking, merge, needs_model
 from crystalgen.data.reference import REFERENCE_POOL
 from crystalgen.generation.options import DEFAULT_BATCH_SIZE, SamplingOptions
 from crystalgen.generation.plan_search import best_by_plan
-from crystalgen.generation.request import GenerationRequest, RequestError, parse_composition
+from crystalgen.generation.request import GenerationRequest, RequestError, check_source, parse_composition
 from crystalgen.generation.rounds import Rounds
 from crystalgen.model import CrystalModel
 from crystalgen.parallel import default_workers
@@ -83,6 +83,7 @@ class CrystalGenerator:
         allow_intermetallic: bool = False,
         volume_guard: bool = True,
         auto_ranking: AutoRanking | None = None,
+        like: str | None = None,
     ) -> None:
         """``workers``: sampling processes for large requests (None: one per core on a
         CPU, none on a GPU or inside a worker process; 0: everything in this process).
@@ -100,7 +101,8 @@ class CrystalGenerator:
         ``volume_guard`` (see :class:`SamplingOptions`), every call uses unless it gives its own.
         ``auto_ranking``: how ``"auto"`` merges analogues and the model's candidates
         (default: :class:`~crystalgen.auto_ranking.AutoRanking`, the shipped model's fitted
-        margin; :meth:`from_pretrained` reads a model directory's own)."""
+        margin; :meth:`from_pretrained` reads a model directory's own).
+        ``like``: the source prompt :meth:`sample` uses unless it gives its own (see there)."""
         _check_strategy(strategy)
         self.model = model.eval()
         self.device = torch.device(device)
@@ -111,6 +113,7 @@ class CrystalGenerator:
         self.charge_neutral = bool(charge_neutral)
         self.allow_intermetallic = bool(allow_intermetallic)
         self.volume_guard = bool(volume_guard)
+        self.like = check_source(like, self.source_prompts) if like is not None else None
         self._rounds = Rounds(self.model, max_atoms, self.workers, self.model_dir)
         self.strategy = strategy
         self.reference = reference
@@ -166,6 +169,12 @@ class CrystalGenerator:
         gets them as grammar masks alone."""
         return self.model.knows_token(V.SYS_ALL)
 
+    @property
+    def source_prompts(self) -> tuple[str, ...]:
+        """The data sources ``like=`` may name: those the model was trained to follow (empty for
+        a model trained without source prompts)."""
+        return tuple(self.model.source_prompts)
+
     def options(self, options: SamplingOptions | None = None, **changes) -> SamplingOptions:
         """Sampling options: ``options`` (default: this generator's guard distance and plan
         rule) with ``changes`` applied (None values ignored)."""
@@ -195,6 +204,7 @@ class CrystalGenerator:
         charge_neutral: bool | None = None,
         allow_intermetallic: bool | None = None,
         volume_guard: bool | None = None,
+        like: str | None = None,
     ) -> list[GenerationResult]:
         """Generate ``n`` crystals; see :meth:`GenerationRequest.build` for what to ask for
         and :class:`SamplingOptions` for how (keywords override ``options``).
@@ -209,7 +219,9 @@ class CrystalGenerator:
         atoms (:mod:`crystalgen.generation.guard`); 0 samples the model unguarded. ``charge_neutral`` (default True): de novo plans are
         charge-neutral by the charge validator's rule, or one element; ``allow_intermetallic``:
         all-metal plans too; ``volume_guard`` (default True): cells in the plan's volume
-        bin (see :class:`SamplingOptions`).
+        bin (see :class:`SamplingOptions`). ``like`` (None: the generator's): write crystals like
+        this data source's (``"mpts_52/val"``, ...; :attr:`source_prompts` lists those the model
+        follows), together with any of the requests above.
         """
         opts = self.options(options, temperature=temperature, seed=seed, batch_size=batch_size, validate=validate,
                             only_valid=only_valid, max_rounds=max_rounds, progress=progress,
@@ -218,7 +230,9 @@ class CrystalGenerator:
         request = GenerationRequest.build(formula, chemsys, elements, spacegroup, num_atoms, max_atoms=self.max_atoms,
                                           charge_neutral=opts.charge_neutral,
                                           allow_intermetallic=opts.allow_intermetallic,
-                                          element_prompt=self.element_prompts)
+                                          element_prompt=self.element_prompts,
+                                          like=like if like is not None else self.like,
+                                          source_prompts=self.source_prompts)
         return self.generate(request, n, options=opts)
 
     def predict_structure(

@@ -113,6 +113,9 @@ class CrystalModel(nn.Module):
         #: tokens [0, trained_vocab_size) were learned; later ones (appended to the vocabulary
         #: after this model was trained) get -inf logits, so an older model behaves as it did.
         self.trained_vocab_size = VOCAB_SIZE
+        #: the data sources whose source prompt (``<src:NAME>``) this model was trained to
+        #: follow; empty for a model trained without them (training sets it, ``config.json`` keeps it)
+        self.source_prompts: tuple[str, ...] = ()
         k = self.config.n_mixture
         self.value_heads = nn.ModuleDict(
             {
@@ -238,6 +241,8 @@ class CrystalModel(nn.Module):
         ``max_shard_bytes``; floats as ``dtype``) and ``config.json``, which records the
         stored dtype as ``torch_dtype``. No pickles anywhere.
 
+        ``config.json`` also lists the sources the model follows (``source_prompts``).
+
         ``drop_mtp`` writes inference weights: sampling never runs the MTP module (it is a
         training signal only), so its ``mtp.*`` tensors are left out and the config says
         ``"mtp": false``; the model loads strictly and samples exactly as before."""
@@ -250,6 +255,8 @@ class CrystalModel(nn.Module):
         save_weights(state, directory, dtype=dtype, max_shard_bytes=max_shard_bytes)
         meta = {"model_type": "crystalgen", "vocab_size": VOCAB_SIZE, "torch_dtype": str(dtype).removeprefix("torch."),
                 **config}
+        if self.source_prompts:
+            meta["source_prompts"] = list(self.source_prompts)
         (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         return directory
 
@@ -267,6 +274,7 @@ class CrystalModel(nn.Module):
                              f"this version of crystalgen has ({VOCAB_SIZE}); upgrade crystalgen")
         meta.pop("model_type", None)
         meta.pop("torch_dtype", None)
+        sources = tuple(meta.pop("source_prompts", ()))
         model = cls(CrystalModelConfig.from_dict(meta))
         state = load_weights(directory)
         if trained < VOCAB_SIZE:
@@ -274,4 +282,5 @@ class CrystalModel(nn.Module):
                 state[name] = torch.cat([state[name], state[name].new_zeros(VOCAB_SIZE - trained, state[name].shape[1])])
         model.load_state_dict(state)
         model.trained_vocab_size = trained
+        model.source_prompts = sources
         return model.to(device).eval()

@@ -252,6 +252,7 @@ def test_feasibility_agrees_with_brute_force(sg):
 
 
 def test_vocabulary_ids_are_stable():
-    assert VOCAB_SIZE == 498 and TOKENS[0] == "<pad>" and VOCAB["<eos>"] == 2
+    assert VOCAB_SIZE == 512 and TOKENS[0] == "<pad>" and VOCAB["<eos>"] == 2
     assert (VOCAB["<el:H>"], VOCAB["<sg:1>"], VOCAB["<wy:A>"], VOCAB["<v:z>"]) == (8, 186, 449, 495)
-    assert TOKENS[496:] == ("<sys:all>", "<sys:any>")  # appended: older models keep their ids
+    assert TOKENS[496:498] == ("<sys:all>", "<sys:any>")  # appended: older models keep their ids
+    assert TOKENS[498] == "<src:wbm>" and TOKENS[511] == "<src:carbon_24>"

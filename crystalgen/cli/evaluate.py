@@ -25,7 +25,7 @@ DNG_COLUMNS = [
 def _generators(model: str | None, baseline: str | None, compare: bool, oracle_structures, pyxtal_pool=None,
                 min_distance: float = 0.5, strategy: str = "model", reference=None, charge_neutral: bool = True,
                 allow_intermetallic: bool = False, volume_guard: bool = True, plan_search: int = 1,
-                analogue_config=None, auto_ranking=None):
+                analogue_config=None, auto_ranking=None, like: str | None = None):
     """[(name, generator)], the primary first; the model is imported only if used."""
     from crystalgen.evaluation.baseline import PyXtalBaseline
     from crystalgen.evaluation.oracle import OracleGenerator
@@ -39,7 +39,7 @@ def _generators(model: str | None, baseline: str | None, compare: bool, oracle_s
         primary = load_model_generator(model, min_distance=min_distance, strategy=strategy, reference=reference,
                                        charge_neutral=charge_neutral, allow_intermetallic=allow_intermetallic,
                                        volume_guard=volume_guard, plan_search=plan_search,
-                                       analogue_config=analogue_config, auto_ranking=auto_ranking)
+                                       analogue_config=analogue_config, auto_ranking=auto_ranking, like=like)
     label = "model" if strategy == "model" else f"model ({strategy})"
     if plan_search > 1:
         label += f" + plan search {plan_search}"
@@ -218,9 +218,12 @@ def csp(test_path, n_samples, limit, strategy, reference, energy_top, energy_wei
 @click.option("--allow-intermetallic", is_flag=True, help="Also allow all-metal plans (CDVAE counts alloys valid).")
 @click.option("--volume-guard/--no-volume-guard", default=True, show_default=True,
               help="Keep each cell's volume per atom in its plan's bin (redraws of the last free length).")
+@click.option("--like", default=None,
+              help="The model writes crystals like this data source's (a trained source prompt, e.g. mpts_52/val); "
+                   "the PyXtal row is unchanged.")
 @_common
-def dng(n, test_path, train_path, train_corpus, test_limit, no_coverage, charge_neutral, allow_intermetallic, volume_guard, model, baseline,
-        compare, seed, min_distance, workers, json_out, png_out, overwrite) -> None:
+def dng(n, test_path, train_path, train_corpus, test_limit, no_coverage, charge_neutral, allow_intermetallic, volume_guard, like,
+        model, baseline, compare, seed, min_distance, workers, json_out, png_out, overwrite) -> None:
     """De novo generation: validity, uniqueness, novelty, coverage, Wasserstein distances."""
     _check_outputs(overwrite, json_out, png_out)
     from crystalgen.data.reference import ALIAS
@@ -230,9 +233,18 @@ def dng(n, test_path, train_path, train_corpus, test_limit, no_coverage, charge_
     from crystalgen.evaluation.fingerprints import fingerprint_unavailable_reason
     from crystalgen.evaluation.plots import summary_png
     from crystalgen.evaluation.report import build_report, format_table, write_json
+    from crystalgen.generation.request import RequestError, check_source
+    from crystalgen.representation.vocab import SOURCES
 
     if baseline == "analogue":
         raise click.UsageError("the analogue baseline predicts structures for given compositions: use `evaluate csp`")
+    if like is not None:
+        if baseline is not None:
+            raise click.UsageError("--like conditions the model; it does not go with --baseline")
+        try:
+            check_source(like, SOURCES)  # the name alone, before the test set loads; the model is checked below
+        except RequestError as err:
+            raise click.UsageError(str(err)) from None
     config = DNGConfig(n=n, seed=seed, workers=workers, coverage=not no_coverage)
     test = load_structures(test_path, limit=test_limit, seed=seed, workers=workers) if test_path else None
     train = load_structures(train_path, workers=workers) if train_path else None
@@ -250,10 +262,14 @@ def dng(n, test_path, train_path, train_corpus, test_limit, no_coverage, charge_
         raise click.UsageError("the oracle samples the test crystals: give --test")
     pool = [s.composition for s in pool_source.structures] if pool_source else None
 
+    try:
+        generators = _generators(model, baseline, compare, test.structures if test else [], pool,
+                                 min_distance=min_distance, charge_neutral=charge_neutral,
+                                 allow_intermetallic=allow_intermetallic, volume_guard=volume_guard, like=like)
+    except RequestError as err:
+        raise click.UsageError(str(err)) from None
     rows, densities = {}, {}
-    for name, generator in _generators(model, baseline, compare, test.structures if test else [], pool,
-                                       min_distance=min_distance, charge_neutral=charge_neutral,
-                                       allow_intermetallic=allow_intermetallic, volume_guard=volume_guard):
+    for name, generator in generators:
         run = evaluate_dng(generator, config, reference, novelty_reference)
         rows[name] = run.summary
         densities[name] = [s.density for s in run.scores if s is not None and s.valid]
@@ -269,6 +285,7 @@ def dng(n, test_path, train_path, train_corpus, test_limit, no_coverage, charge_
         charge_neutral=charge_neutral,
         allow_intermetallic=allow_intermetallic,
         volume_guard=volume_guard,
+        like=like,
     )
     report = build_report(settings, rows, primary=next(iter(rows)))
     click.echo(format_table(rows, DNG_COLUMNS))

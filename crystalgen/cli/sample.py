@@ -82,6 +82,8 @@ def _relaxer(top: int):
 @click.option("--formula", help="Composition to generate, e.g. LiFePO4 (Li4Fe4P4O16 fixes 4 formula units).")
 @click.option("--chemsys", help="Chemical system, e.g. Li-Fe-P-O: crystals with exactly these elements.")
 @click.option("--elements", help="Comma-separated elements the crystals may use, e.g. Li,Fe,O.")
+@click.option("--like", help="Write crystals like this data source's, e.g. mpts_52/val (a trained source prompt; "
+                             "`crystalgen info --model DIR` lists those a model follows). Goes with the other requests.")
 @click.option("--spacegroup", type=click.IntRange(1, 230), help="Space group number to generate in.")
 @click.option("--num-atoms", type=click.IntRange(1, 400), help="Atoms in the primitive cell.")
 @click.option("-n", "--num", "n", type=click.IntRange(1), default=10, show_default=True, help="How many crystals.")
@@ -133,7 +135,7 @@ def _relaxer(top: int):
               help="De novo: also allow all-metal plans with oxidation state 0 (alloys; CDVAE counts them valid).")
 @click.option("--volume-guard/--no-volume-guard", default=True, show_default=True,
               help="Keep each cell's volume per atom in the plan's bin (redraws of the last free lattice length).")
-def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, seed, batch_size, workers, device,
+def command(formula, chemsys, elements, like, spacegroup, num_atoms, n, temperature, seed, batch_size, workers, device,
             model_path, out, fmt, chunk_size, overwrite, trace, only_valid, min_distance, covalent_ratio,
             strategy, relax, relax_top, charge_neutral, allow_intermetallic, volume_guard) -> None:
     """Generate crystal structures and write them to OUT.
@@ -142,6 +144,7 @@ def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, s
     Examples:
       crystalgen sample --formula LiFePO4 -n 10 --out lfp/ --trace
       crystalgen sample --chemsys Li-Fe-O -n 100 --out lfo.extxyz
+      crystalgen sample --like mpts_52/val -n 100 --model runs/like_ft/best --out mpts_like.extxyz
     """
     from crystalgen.analogues.relax import relax_results
     from crystalgen.api import CrystalGenerator, GenerationRequest, RequestError, SamplingOptions
@@ -162,7 +165,8 @@ def command(formula, chemsys, elements, spacegroup, num_atoms, n, temperature, s
         gen = CrystalGenerator.from_pretrained(model_path, device=device, workers=workers)
         request = GenerationRequest.build(formula, chemsys, element_list, spacegroup, num_atoms,
                                           max_atoms=gen.max_atoms, charge_neutral=charge_neutral,
-                                          allow_intermetallic=allow_intermetallic, element_prompt=gen.element_prompts)
+                                          allow_intermetallic=allow_intermetallic, element_prompt=gen.element_prompts,
+                                          like=like, source_prompts=gen.source_prompts)
     except (RequestError, FileNotFoundError) as err:
         raise click.UsageError(str(err)) from None
     start = time.perf_counter()

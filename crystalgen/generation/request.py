@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
-
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -45,6 +45,8 @@ class GenerationRequest:
         charge_neutral: bool = True,
         allow_intermetallic: bool = False,
         element_prompt: bool = False,
+        like: str | None = None,
+        source_prompts: Iterable[str] = (),
     ) -> "GenerationRequest":
         """Check a request and turn it into a prefix; raises :class:`RequestError`.
 
@@ -60,6 +62,9 @@ class GenerationRequest:
         (``<sys:all|any> <el:X>+``, as the model saw it in training; for a model that knows
         those tokens) and the grammar reads it from there into the plan rule; without it
         the rule alone carries the elements (masks at sampling time only).
+        ``like``: a data source (``vocab.SOURCES``, e.g. ``"mpts_52/val"``) whose crystals to
+        write like, as a source prompt ``<src:NAME>``; it goes with any other request, and
+        only to a model trained to follow it (``source_prompts``: the model's list).
         """
         given = [x is not None for x in (formula, chemsys, elements)]
         if sum(given) > 1:
@@ -110,6 +115,8 @@ class GenerationRequest:
             else:
                 rule = PlanRule(symbols, symbols if chemsys is not None else frozenset(), charge_neutral,
                                 allow_intermetallic)
+        if like is not None:
+            cond = dataclasses.replace(cond, source=check_source(like, tuple(source_prompts)))
         task = "csp" if cond.composition else "gen"
         prefix = encode_prefix(cond, task=task)
         try:
@@ -117,6 +124,18 @@ class GenerationRequest:
         except NoLegalCompletion as err:
             raise RequestError(str(err)) from None
         return cls(prefix, rule, reduced_formula, sg, num_atoms)
+
+
+def check_source(name: str, followed: tuple[str, ...]) -> str:
+    """``name`` if the model follows that source prompt; a one-line :class:`RequestError` otherwise."""
+    if name not in V.SOURCES:
+        raise RequestError(f"unknown source {name!r} for like; known: {', '.join(V.SOURCES)}")
+    if not followed:
+        raise RequestError(f"like={name!r}: this model was not trained with source prompts "
+                           "(train with data.source_prompt_fraction > 0)")
+    if name not in followed:
+        raise RequestError(f"like={name!r}: this model was trained to follow only {', '.join(followed)}")
+    return name
 
 
 def _element(symbol: str) -> str:

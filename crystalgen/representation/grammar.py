@@ -245,7 +245,7 @@ class Grammar:
     __slots__ = (
         "max_atoms", "task", "comp", "fu", "given_sg", "options", "phase", "sg", "z", "plan",
         "cur_left", "cur_total", "min_wp", "avail", "atoms_done", "values", "site", "sites", "_allowed",
-        "_chosen_system", "lattice", "placed", "rule", "mode", "written", "vpa_bin",
+        "_chosen_system", "lattice", "placed", "rule", "mode", "written", "vpa_bin", "source",
     )
 
     def __init__(self, prefix_tokens, max_atoms: int = DEFAULT_MAX_ATOMS, rule: PlanRule | None = None) -> None:
@@ -302,7 +302,10 @@ class Grammar:
         if len(toks) < 3 or toks[0] != V.BOS or toks[-1] != V.PLAN or toks[1] not in V.TASKS.values():
             raise ValueError("prefix must be <bos> <task:*> ... <plan>")
         self.task = "csp" if toks[1] == V.TASK_CSP else "gen"
-        i = self._read_element_set(toks, 2)
+        # a source prompt only tells the model whose crystals to write like: no mask follows from it
+        has_source = V.in_range(toks[2], V.SRC0, len(V.SOURCES))
+        self.source = V.SOURCES[toks[2] - V.SRC0] if has_source else None
+        i = self._read_element_set(toks, 2 + has_source)
         comp = []
         while V.in_range(toks[i], V.EL0, len(V.ELEMENTS)):
             if not V.in_range(toks[i + 1], V.CNT0, V.MAX_COUNT):

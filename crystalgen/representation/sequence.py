@@ -39,13 +39,16 @@ class DecodeError(ValueError):
 class Conditioning:
     """What the prefix states: reduced composition, primitive-cell formula units, space group;
     for de novo generation, optionally an element set (``elements``) that the crystal uses
-    entirely (``elements_mode="all"``, a chemical system) or draws from (``"any"``)."""
+    entirely (``elements_mode="all"``, a chemical system) or draws from (``"any"``); for
+    either task, optionally the data source (``source``, one of ``vocab.SOURCES``) whose
+    crystals the model should write like."""
 
     composition: dict[str, int] | None = None  # reduced formula, canonical element order
     formula_units: int | None = None  # formula units in the primitive cell
     spacegroup: int | None = None
     elements: tuple[str, ...] | None = None  # de novo element set, canonical order
     elements_mode: str = "all"  # "all" | "any" (vocab.ELEMENT_SET_MODES)
+    source: str | None = None  # source prompt <src:NAME>, vocab.SOURCES
 
     @classmethod
     def for_task(cls, crystal: WyckoffCrystal, task: str = "csp") -> "Conditioning":
@@ -164,12 +167,17 @@ def _check_range(name: str, n: int, hi: int) -> None:
 
 
 def encode_prefix(condition: Conditioning, task: str = "csp") -> np.ndarray:
-    """Prefix tokens `<bos> <task:*> [<sys:all|any> <el:X>+] [<el:X> <cnt:n>]* [<fu:k>] [<sg:N>] <plan>`.
+    """Prefix tokens `<bos> <task:*> [<src:NAME>] [<sys:all|any> <el:X>+] [<el:X> <cnt:n>]* [<fu:k>] [<sg:N>] <plan>`.
 
     The composition must be reduced (gcd 1); it is written in canonical element order, as is
     a de novo element set.
     """
     toks = [V.BOS, V.TASKS[task]]
+    if condition.source is not None:
+        try:
+            toks.append(V.source_token(condition.source))
+        except ValueError as err:
+            raise EncodeError(str(err)) from None
     if condition.elements:
         if task != "gen" or condition.composition:
             raise EncodeError("an element set is a de novo prompt; it does not go with a composition")

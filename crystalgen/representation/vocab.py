@@ -16,6 +16,7 @@ Id ranges, in order (see docs/sequence_format.md):
 | `<vpa:0>` .. `<vpa:23>` | 24 | volume-per-atom bins, edges `VPA_EDGES` (Å³/atom) |
 | `<v:a>` .. `<v:gamma>`, `<v:x>` `<v:y>` `<v:z>` | 9 | value-kind tokens (input at value positions) |
 | `<sys:all>` `<sys:any>` | 2 | de novo element-set prompt: every listed element / a subset (prefix) |
+| `<src:wbm>` .. `<src:carbon_24>` | 14 | source prompt: sample like this data source (prefix, :data:`SOURCES`) |
 
 Tokens are only ever appended, so a model saved with a shorter vocabulary keeps its ids
 (``CrystalModel.from_pretrained`` loads it and never emits the tokens it did not learn).
@@ -41,6 +42,12 @@ VPA_EDGES: np.ndarray = np.geomspace(5.0, 70.0, 23)
 VALUE_KINDS = ("a", "b", "c", "alpha", "beta", "gamma", "x", "y", "z")
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<task:csp>", "<task:gen>", "<plan>", "</plan>", "<lat>")
 ELEMENT_SET_MODES = ("all", "any")
+#: Data sources a prompt can name (`<src:NAME>`): the training pool's `source` tags, then two
+#: benchmark families whose training splits are fine-tuning corpora of their own.
+SOURCES = (
+    "wbm", "mp_20_biternary/val", "mpts_52/val", "mp/matminer", "lemat/alexandria", "lemat/oqmd", "lemat/aflow",
+    "lemat/mp", "mp_20/train_subset", "mp_20/val", "jarvis/supercon", "mp_40/test", "perov_5", "carbon_24",
+)
 
 
 def _ox(q: int) -> str:
@@ -60,6 +67,7 @@ TOKENS: tuple[str, ...] = (
     + tuple(f"<vpa:{b}>" for b in range(len(VPA_EDGES) + 1))
     + tuple(f"<v:{k}>" for k in VALUE_KINDS)
     + tuple(f"<sys:{m}>" for m in ELEMENT_SET_MODES)
+    + tuple(f"<src:{name}>" for name in SOURCES)
 )
 VOCAB: dict[str, int] = {t: i for i, t in enumerate(TOKENS)}
 VOCAB_SIZE = len(TOKENS)
@@ -79,6 +87,7 @@ V0 = VOCAB["<v:a>"]  # value-kind token of parameter i (a..gamma, x, y, z) is V0
 N_VPA = len(VPA_EDGES) + 1
 SYS_ALL, SYS_ANY = VOCAB["<sys:all>"], VOCAB["<sys:any>"]  # element-set prompt of a de novo prefix
 SYS_TOKENS = {"all": SYS_ALL, "any": SYS_ANY}
+SRC0 = VOCAB[f"<src:{SOURCES[0]}>"]  # id of source prompt s is SRC0 + SOURCES.index(s)
 
 
 def element_token(symbol: str) -> int:
@@ -87,6 +96,13 @@ def element_token(symbol: str) -> int:
 
 def token_element(tok: int) -> str:
     return ELEMENTS[tok - EL0]
+
+
+def source_token(name: str) -> int:
+    """Id of ``<src:NAME>``; a ``ValueError`` naming the known sources for any other name."""
+    if name not in SOURCES:
+        raise ValueError(f"unknown source {name!r}; known: {', '.join(SOURCES)}")
+    return SRC0 + SOURCES.index(name)
 
 
 def vpa_bin(volume_per_atom: float) -> int:

@@ -33,6 +33,7 @@ class DataConfig:
     augment: bool = False  # each epoch draws one equivalent Wyckoff form per structure
     augment_max_variants: int = 8  # forms encoded per structure (the canonical one included)
     element_set_fraction: float = 0.0  # share of de novo sequences prompted with an element set (<sys:*>)
+    source_prompt_fraction: float = 0.0  # share of training sequences whose prefix names their source (<src:NAME>)
     sources: tuple[str, ...] = ()  # train only on corpus rows of these `source` tags (empty: all rows)
     source_repeats: dict[str, int] = field(default_factory=dict)  # {source: k}: its rows k times per epoch
 

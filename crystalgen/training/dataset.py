@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -55,13 +55,15 @@ def is_validation(material_id: str, fraction: float, seed: int) -> bool:
 
 @dataclass
 class EncodedCorpus:
-    """Encodings of the usable structures: ``sequences[i][variant]`` for material ``ids[i]``;
-    with augmentation, ``forms[i]`` holds the ``csp`` encodings of its other equivalent forms."""
+    """Encodings of the usable structures: ``sequences[i][variant]`` for material ``ids[i]``
+    (corpus source tag ``sources[i]``, when known); with augmentation, ``forms[i]`` holds the
+    ``csp`` encodings of its other equivalent forms."""
 
     ids: list[str]
     sequences: list[dict[str, EncodedCrystal]]
     skipped: int = 0
     forms: list[list[EncodedCrystal]] | None = None
+    sources: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -70,24 +72,30 @@ class EncodedCorpus:
     def concat(cls, parts: list["EncodedCorpus"]) -> "EncodedCorpus":
         """The parts one after the other (e.g. encoded by several workers)."""
         forms = None if any(p.forms is None for p in parts) else [f for p in parts for f in p.forms]
+        sources = None if any(p.sources is None for p in parts) else [s for p in parts for s in p.sources]
         return cls([m for p in parts for m in p.ids], [s for p in parts for s in p.sequences],
-                   sum(p.skipped for p in parts), forms)
+                   sum(p.skipped for p in parts), forms, sources)
 
     def subset(self, mask: np.ndarray) -> "EncodedCorpus":
         keep = np.flatnonzero(mask)
         forms = None if self.forms is None else [self.forms[i] for i in keep]
-        return EncodedCorpus([self.ids[i] for i in keep], [self.sequences[i] for i in keep], forms=forms)
+        sources = None if self.sources is None else [self.sources[i] for i in keep]
+        return EncodedCorpus([self.ids[i] for i in keep], [self.sequences[i] for i in keep], forms=forms,
+                             sources=sources)
 
 
 def prefix_condition(tokens: np.ndarray) -> Conditioning:
-    """The conditioning a ``<bos> <task:*> [<sys:*> <el:X>+] [<el:X> <cnt:n>]* [<fu:k>] [<sg:N>] <plan>``
+    """The conditioning a ``<bos> <task:*> [<src:NAME>] [<sys:*> <el:X>+] [<el:X> <cnt:n>]* [<fu:k>] [<sg:N>] <plan>``
     prefix states."""
-    composition, fu, sg, elements, mode = {}, None, None, [], "all"
+    composition, fu, sg, elements, mode, source = {}, None, None, [], "all", None
     toks = [int(t) for t in tokens[2 : int(np.flatnonzero(tokens == V.PLAN)[0])]]
     i = 0
-    if toks and toks[0] in (V.SYS_ALL, V.SYS_ANY):
-        mode = "all" if toks[0] == V.SYS_ALL else "any"
+    if toks and V.in_range(toks[0], V.SRC0, len(V.SOURCES)):
+        source = V.SOURCES[toks[0] - V.SRC0]
         i = 1
+    if i < len(toks) and toks[i] in (V.SYS_ALL, V.SYS_ANY):
+        mode = "all" if toks[i] == V.SYS_ALL else "any"
+        i += 1
         while i < len(toks) and V.in_range(toks[i], V.EL0, len(V.ELEMENTS)):
             elements.append(V.token_element(toks[i]))
             i += 1
@@ -99,7 +107,7 @@ def prefix_condition(tokens: np.ndarray) -> Conditioning:
             fu = t - V.FU0 + 1
         elif V.in_range(t, V.SG0, 230):
             sg = t - V.SG0 + 1
-    return Conditioning(composition or None, fu, sg, tuple(elements) or None, mode)
+    return Conditioning(composition or None, fu, sg, tuple(elements) or None, mode, source)
 
 
 def variant_prefix(name: str, full: Conditioning, spacegroup: int) -> tuple[str, Conditioning]:
@@ -156,7 +164,7 @@ def encode_corpus(
     (``source_repeats``) is encoded once and kept (or counted as skipped) k times.
     """
     w = corpus.wyckoff
-    ids, sequences, skipped = [], [], 0
+    ids, sequences, sources, skipped = [], [], [], 0
     forms: list[list[EncodedCrystal]] | None = [] if max_forms > 1 else None
     times = Counter(int(i) for i in (range(len(corpus)) if rows is None else rows))
     for i in progress_bar(list(times), desc="encoding", enabled=progress, mininterval=2.0):
@@ -177,9 +185,10 @@ def encode_corpus(
             continue
         ids += [str(corpus.ids[i])] * k
         sequences += [encoded] * k
+        sources += [str(corpus.sources[i])] * k
         if forms is not None:
             forms += [extra] * k
-    return EncodedCorpus(ids, sequences, skipped, forms)
+    return EncodedCorpus(ids, sequences, skipped, forms, sources)
 
 
 def source_rows(
@@ -235,7 +244,10 @@ class EpochBatches:
     ``gen_fraction``, else composition-only with ``drop_fu_fraction``; the space group is
     named with ``spacegroup_fraction``. With ``augment`` and encoded forms, one of its
     equivalent forms is drawn uniformly, from a stream of its own, so the variants and
-    batches without augmentation stay what they were.
+    batches without augmentation stay what they were. Element-set prompts
+    (``element_set_fraction``) and source prompts (``source_prompt_fraction``: the prefix names
+    the structure's corpus source, for sources with a ``<src:NAME>`` token) are drawn from
+    streams of their own as well.
     """
 
     def __init__(self, data: EncodedCorpus, config: DataConfig, seed: int, rank: int = 0, world: int = 1) -> None:
@@ -243,6 +255,13 @@ class EpochBatches:
         self.lengths = np.array([[len(seq[v]) for v in VARIANTS] for seq in data.sequences], np.int64)
         self.form_counts = None if data.forms is None else np.array([len(f) for f in data.forms], np.int64)
         self.element_sets = ElementSets(data) if config.element_set_fraction > 0 else None
+        self.sources = prompt_sources(data.sources, len(data)) if config.source_prompt_fraction > 0 else None
+
+    @property
+    def prompted_sources(self) -> tuple[str, ...]:
+        """The sources whose prompt this training writes (in ``vocab.SOURCES`` order)."""
+        present = set() if self.sources is None else set(self.sources)
+        return tuple(name for name in V.SOURCES if name in present)
 
     def draw(self, epoch: int) -> "EpochDraw":
         return draw_epoch(self.lengths, self.form_counts, self.config, self.seed, epoch, self.rank, self.world)
@@ -253,17 +272,33 @@ class EpochBatches:
         if self.element_sets is not None:
             is_gen = np.array([VARIANTS[v].startswith("gen") for v in d.variant])
             prompts = self.element_sets.draw(is_gen, self.config.element_set_fraction, self.seed, epoch)
+        tagged = np.zeros(len(d.variant), bool)
+        if self.sources is not None:
+            chosen = np.random.default_rng([self.seed, epoch, 3]).random(len(tagged)) < self.config.source_prompt_fraction
+            tagged = chosen & np.array([s is not None for s in self.sources])
 
         def pick(i: int) -> EncodedCrystal:
             name, k = VARIANTS[d.variant[i]], int(d.form[i])
             seq = self.data.sequences[i][name] if k == 0 else form_variant(self.data.forms[i][k - 1], name)
+            condition = None
             if i in prompts:
                 sg = prefix_condition(seq.tokens).spacegroup
-                seq = with_prefix(seq, Conditioning(spacegroup=sg, elements=prompts[i][1], elements_mode=prompts[i][0]),
-                                  "gen")
+                condition = Conditioning(spacegroup=sg, elements=prompts[i][1], elements_mode=prompts[i][0])
+            if tagged[i]:
+                condition = replace(condition or prefix_condition(seq.tokens), source=self.sources[i])
+            if condition is not None:
+                seq = with_prefix(seq, condition, "gen" if name.startswith("gen") else "csp")
             return seq
 
         return [[pick(i) for i in b] for b in d.batches]
+
+
+def prompt_sources(sources: list[str] | None, n: int) -> list[str | None]:
+    """Per structure the source its prompt names: its corpus source tag where the vocabulary
+    has a ``<src:NAME>`` for it, else None (never prompted)."""
+    if sources is None:
+        return [None] * n
+    return [s if s in V.SOURCES else None for s in sources]
 
 
 class ElementSets:

@@ -225,6 +225,7 @@ def _train(config: TrainConfig, data_path: Path, out: Path, resume: bool, ctx, p
 
     torch.manual_seed(config.seed)
     model = CrystalModel(config.model).to(ctx.device)
+    model.source_prompts = epochs.prompted_sources  # saved with the model: what `like=` may ask for
     model.mask_heads = ctx.device.type == "cuda"
     opt = make_optimizer(model, config.optim)
     state = TrainState()
@@ -244,6 +245,7 @@ def _train(config: TrainConfig, data_path: Path, out: Path, resume: bool, ctx, p
         (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         (out / HELD_OUT).write_text("".join(f"{m}\n" for m in val_set.ids))
         emit({"event": "start", "train": len(train_set), "val": len(val_set), "skipped": encoded.skipped,
+              "source_prompts": list(model.source_prompts),
               "parameters": sum(p.numel() for p in model.parameters()), "world": ctx.world,
               "device": str(ctx.device)})
     net = model
