@@ -119,6 +119,27 @@ def rate_share(rows: list[dict], k: int, share: float) -> float:
     return hits / len(rows)
 
 
+def energy_alone(rows: list[dict], top: int) -> dict:
+    """What CHGNet energy alone says: the K=1 rate of the lowest-energy candidate among each
+    side's top `top` (and both together), against each side's first, and the mean energies."""
+    out: dict = {}
+    for name, sides in (("analogue", ("analogue",)), ("model", ("model",)), ("both", ("analogue", "model"))):
+        lowest = first = 0
+        for row in rows:
+            pool = [c for side in sides for c in _side(row, side)[:top]]
+            scored = [c for c in pool if c["energy"] is not None and math.isfinite(c["energy"])]
+            if row["truth_valid"] and scored:
+                lowest += min(scored, key=lambda c: c["energy"])["match"]
+                first += pool[0]["match"]
+        energies = [c["energy"] for row in rows for side in sides for c in _side(row, side)[:top]
+                    if c["energy"] is not None and math.isfinite(c["energy"])]
+        out[name] = {"lowest_energy_top1": lowest / len(rows), "first_top1": first / len(rows),
+                     "any_match": sum(any(c["match"] for side in sides for c in _side(r, side)[:top])
+                                      for r in rows) / len(rows),
+                     "mean_energy_per_atom": sum(energies) / len(energies) if energies else None}
+    return out
+
+
 def fit(rows: list[dict], k: int, with_energy: bool, depth: int) -> dict:
     out: dict = {"n": len(rows),
                  "analogue_top1": rate_head_to_head(rows, math.inf), "model_top1": rate_head_to_head(rows, -math.inf),
@@ -129,8 +150,13 @@ def fit(rows: list[dict], k: int, with_energy: bool, depth: int) -> dict:
         grid = [(top, m, w) for top in sorted({1, 2, 3, depth}) if top <= depth for w in WEIGHTS for m in MARGINS]
         rates = {f"top={t} margin={m} weight={w}": rate_energy(rows, m, w, t) for t, m, w in grid}
         best = max(grid, key=lambda g: rates[f"top={g[0]} margin={g[1]} weight={g[2]}"])
+        positive = max((g for g in grid if g[2] > 0), key=lambda g: rates[f"top={g[0]} margin={g[1]} weight={g[2]}"])
         out.update(energy_grid=rates, best_energy={"energy_top": best[0], "margin": best[1], "energy_weight": best[2],
-                                                   "rate": rates[f"top={best[0]} margin={best[1]} weight={best[2]}"]})
+                                                   "rate": rates[f"top={best[0]} margin={best[1]} weight={best[2]}"]},
+                   best_positive_weight={"energy_top": positive[0], "margin": positive[1],
+                                         "energy_weight": positive[2],
+                                         "rate": rates[f"top={positive[0]} margin={positive[1]} weight={positive[2]}"]},
+                   energy_alone=energy_alone(rows, depth))
     if k > 1:
         rates = {str(s): rate_share(rows, k, s) for s in SHARES}
         best = max(SHARES, key=lambda s: rates[str(s)])
@@ -165,7 +191,8 @@ def main(model_dir, val_path, reference, prefilter, n, seed, depth, k, with_ener
                     "energy": with_energy, "seconds": round(time.perf_counter() - t0, 1)}
     report = {"settings": settings, **fit(rows, k, settings["energy"], settings["depth"]), "rows": rows}
     summary = {key: report[key] for key in ("n", "analogue_top1", "model_top1", "oracle_top1", "best_energy",
-                                            "best_share", "model_alone", "union") if key in report}
+                                            "best_positive_weight", "energy_alone", "best_share", "model_alone",
+                                            "union") if key in report}
     print(json.dumps(summary, indent=1))
     if json_out:
         write_json(json_out, report)
