@@ -267,9 +267,10 @@ class CrystalGenerator:
                                            validate, progress, min_distance, options, strategy, reference)
             return relax_results(found, relaxer, parse_composition(composition).formula)[:n]
         analogue: list[GenerationResult] = []
+        want = self.auto_ranking.candidates(n) if strategy == "auto" else n
         if strategy != "model":
             try:
-                analogue = self.analogues(reference).predict_structure(parse_composition(composition), n=n,
+                analogue = self.analogues(reference).predict_structure(parse_composition(composition), n=want,
                                                                      validate=validate is not False)
             except NoAnalogueError as err:
                 if strategy == "analogue":
@@ -284,10 +285,10 @@ class CrystalGenerator:
             raise
         opts = self.options(options, temperature=temperature, seed=seed, batch_size=batch_size, validate=validate,
                             progress=progress, min_distance=min_distance)
-        model = self.generate(request, n * self.plan_search, options=opts.with_(only_valid=False, max_rounds=3))
+        model = self.generate(request, want * self.plan_search, options=opts.with_(only_valid=False, max_rounds=3))
         if self.plan_search > 1 or analogue:
-            model = best_by_plan(self.model, model, n)
-        return merge(analogue, model, n, self.auto_ranking) if analogue else model
+            model = best_by_plan(self.model, model, want)
+        return self._merged(analogue, model, n) if strategy == "auto" else model
 
     def predict_structures(
         self,
@@ -323,8 +324,9 @@ class CrystalGenerator:
                                             validate, max_rounds, progress, min_distance, options, strategy, reference)
             return [relax_results(r, relaxer, parse_composition(c).formula)[:n] for c, r in zip(compositions, found)]
         analogue: list[list[GenerationResult]] = [[] for _ in compositions]
+        want = self.auto_ranking.candidates(n) if strategy == "auto" else n
         if strategy != "model":
-            analogue = self.analogues(reference).predict_structures(compositions, n=n, validate=validate is not False)
+            analogue = self.analogues(reference).predict_structures(compositions, n=want, validate=validate is not False)
             if strategy == "analogue":
                 return [a[:n] for a in analogue]
         requests: list[GenerationRequest | None] = []
@@ -339,10 +341,17 @@ class CrystalGenerator:
                 requests.append(None)
         opts = self.options(options, temperature=temperature, seed=seed, batch_size=batch_size, validate=validate,
                             max_rounds=max_rounds, progress=progress, min_distance=min_distance)
-        model = self._rounds.generate_many(requests, n * self.plan_search, opts)
+        model = self._rounds.generate_many(requests, want * self.plan_search, opts)
         if self.plan_search > 1 or strategy == "auto":
-            model = [best_by_plan(self.model, more, n) if more else more for more in model]
-        return [merge(found, more, n, self.auto_ranking) if found else more[:n] for found, more in zip(analogue, model)]
+            model = [best_by_plan(self.model, more, want) if more else more for more in model]
+        return [self._merged(found, more, n) if strategy == "auto" else more[:n] for found, more in zip(analogue, model)]
+
+    def _merged(self, analogue: list[GenerationResult], model: list[GenerationResult], n: int) -> list[GenerationResult]:
+        """``auto``'s answer from both sides' candidates (:func:`~crystalgen.auto_ranking.merge`);
+        the model's alone, as ranked, where no analogue exists and no energy term is asked for."""
+        if analogue or (model and self.auto_ranking.energy_top > 0):
+            return merge(analogue, model, n, self.auto_ranking)
+        return model[:n]
 
     def generate(
         self,

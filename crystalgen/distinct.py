@@ -20,15 +20,23 @@ def distinct_results(results: Sequence[GenerationResult], n: int, matcher: Struc
                      ) -> list[GenerationResult]:
     """Up to `n` results, in order, skipping any that matches one already kept; pairs for
     which `exempt(kept, new)` holds are not compared (already kept apart by their source)."""
-    matcher = matcher or StructureMatcher()
     kept: list[GenerationResult] = []
+    extend_distinct(kept, results, n, matcher, exempt)
+    return kept
+
+
+def extend_distinct(kept: list[GenerationResult], results: Sequence[GenerationResult], n: int,
+                    matcher: StructureMatcher | None = None,
+                    exempt: Callable[[GenerationResult, GenerationResult], bool] | None = None) -> None:
+    """Append to `kept`, in order, the results of `results` that repeat no kept one (the
+    same object counts as a repeat), until `kept` holds `n`; `exempt` as in `distinct_results`."""
+    matcher = matcher or StructureMatcher()
     for result in results:
         if len(kept) >= n:
             break
-        if any(not (exempt and exempt(k, result)) and _same(matcher, k, result) for k in kept):
+        if any(k is result or (not (exempt and exempt(k, result)) and _same(matcher, k, result)) for k in kept):
             continue
         kept.append(result)
-    return kept
 
 
 def _same(matcher: StructureMatcher, a: GenerationResult, b: GenerationResult) -> bool:

@@ -99,13 +99,19 @@ def command() -> None:
               help="--strategy auto: nats of plan log-prob by which the model's own candidate must beat an analogue "
                    "to go before it (default: the model directory's auto_ranking.json, else the shipped model's "
                    "fitted margin; inf: analogues first).")
+@click.option("--auto-share", type=click.FloatRange(0, 1), default=None,
+              help="--strategy auto, K>1: the share of the K slots kept for the model's own distinct candidates "
+                   "(default: the model directory's auto_ranking.json, else the shipped default); given and above 0, "
+                   "auto without it is scored as a row beside.")
 @click.option("--model-row", is_flag=True,
               help="--strategy auto: also score the model alone (same model, seed and plan search) as a row.")
 @click.option("--reference", "reference", type=click.Path(exists=True), default=None,
               help="Analogue corpus: reference pool .h5, `data prepare` output, CSV(.gz) or CIF folder "
                    "(default: the shipped reference pool). Test crystals are removed from it first.")
 @click.option("--energy-top", type=click.IntRange(0), default=0, show_default=True,
-              help="Analogue strategy: re-rank this many top candidates by CHGNet energy (0 = off).")
+              help="Analogue strategy: re-rank this many top candidates by CHGNet energy; auto: rank this many of "
+                   "each side's top candidates together by plan log-prob and CHGNet energy, and score auto without "
+                   "it as a row beside (0 = off).")
 @click.option("--energy-weight", type=click.FloatRange(0), default=10.0, show_default=True,
               help="With --energy-top: nats per eV/atom of CHGNet energy in the combined score (large: energy decides).")
 @click.option("--prefilter", type=click.IntRange(0), default=0, show_default=True,
@@ -121,7 +127,7 @@ def command() -> None:
               help="Analogue ranking with the prototype prior (docs/analogues.md); off: the plain order.")
 @_common
 def csp(test_path, n_samples, limit, strategy, reference, energy_top, energy_weight, prefilter, relax, relax_top,
-        plan_search, prototype_prior, auto_margin, model_row, model, baseline, compare, seed, min_distance, workers,
+        plan_search, prototype_prior, auto_margin, auto_share, model_row, model, baseline, compare, seed, min_distance, workers,
         json_out, png_out, overwrite) -> None:
     """Crystal structure prediction: match rate and RMSE (CDVAE / DiffCSP protocol)."""
     _check_outputs(overwrite, json_out, png_out)
@@ -137,7 +143,8 @@ def csp(test_path, n_samples, limit, strategy, reference, energy_top, energy_wei
     test = load_structures(test_path, limit=limit, seed=seed, workers=workers)
     config = CSPConfig(n_samples=n_samples, seed=seed, workers=workers)
     generators, analogue_settings = [], None
-    auto_ranking = AutoRanking.for_model(model) if auto_margin is None else AutoRanking(margin=auto_margin)
+    auto_energy = {"energy_top": energy_top, "energy_weight": energy_weight} if strategy == "auto" and energy_top else {}
+    auto_ranking = AutoRanking.for_model(model, margin=auto_margin, model_share=auto_share, **auto_energy)
     prior = {} if prototype_prior else {"prior": PriorWeights()}
     if strategy in ("analogue", "auto") or baseline == "analogue":
         plain, analogue_settings = held_out_analogues(reference, test.ids, test.structures,
@@ -159,6 +166,15 @@ def csp(test_path, n_samples, limit, strategy, reference, energy_top, energy_wei
         if model_row and strategy == "auto":
             model_rows[1:1] = _generators(model, None, False, test.structures, min_distance=min_distance,
                                           plan_search=plan_search)
+        extras = ["chgnet"] * bool(auto_energy)
+        extras += [f"share {auto_ranking.model_share:g}"] * (auto_share is not None
+                                                            and auto_ranking.reserved_slots(n_samples) > 0)
+        if extras and strategy == "auto":
+            model_rows[0] = (model_rows[0][0].replace("(auto", "(auto+" + "+".join(extras)), model_rows[0][1])
+            model_rows[1:1] = _generators(model, None, False, test.structures, min_distance=min_distance,
+                                          strategy=strategy, reference=plain.index, plan_search=plan_search,
+                                          analogue_config=AnalogueConfig(prefilter=prefilter, **prior),
+                                          auto_ranking=dataclasses.replace(auto_ranking, energy_top=0, model_share=0.0))
         generators = model_rows[:1] + generators + model_rows[1:]
     elif compare:
         generators += _generators(model, "pyxtal", False, test.structures)
