@@ -41,7 +41,7 @@ from crystalgen.api import CrystalGenerator
 from crystalgen.auto_ranking import AutoRanking, energy_scores, plan_log_prob
 from crystalgen.evaluation.analogue import held_out_analogues
 from crystalgen.evaluation.datasets import load_structures
-from crystalgen.evaluation.report import write_json
+from crystalgen.evaluation.report import provenance, write_json
 from crystalgen.evaluation.scoring import score_csp_item
 from crystalgen.generation.plan_search import best_by_plan
 
@@ -189,7 +189,7 @@ def main(model_dir, val_path, reference, prefilter, n, seed, depth, k, with_ener
         settings = {"model": model_dir or "shipped", "val": val_path, "reference": reference or "training-pool",
                     "prefilter": prefilter, "n": len(rows), "seed": seed, "depth": depth, "k": k,
                     "energy": with_energy, "seconds": round(time.perf_counter() - t0, 1)}
-    report = {"settings": settings, **fit(rows, k, settings["energy"], settings["depth"]), "rows": rows}
+    report = {**provenance("bench_auto_fit"), "settings": settings, **fit(rows, k, settings["energy"], settings["depth"]), "rows": rows}
     summary = {key: report[key] for key in ("n", "analogue_top1", "model_top1", "oracle_top1", "best_energy",
                                             "best_positive_weight", "energy_alone", "best_share", "model_alone",
                                             "union") if key in report}
