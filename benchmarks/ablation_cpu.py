@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from queue import Queue
 from pathlib import Path
 
@@ -55,7 +56,19 @@ def _run(cmd: list[str], log: Path, core: int) -> None:
         subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, check=True, preexec_fn=_pinned(core))
 
 
-def train_and_score(variant: str, seed: int, core: int, a) -> dict:
+@dataclass(frozen=True)
+class Budget:
+    """What every run of one ablation shares: data, held-out set, output folder and budget."""
+
+    data: Path
+    heldout: Path
+    out: Path
+    minutes: float
+    steps: int  # 0: bounded by minutes
+    eval_every: int
+
+
+def train_and_score(variant: str, seed: int, core: int, a: Budget) -> dict:
     run = a.out / f"{variant}_s{seed}"
     csp = run / "csp.json"
     if not csp.exists():
@@ -122,10 +135,7 @@ def summarise(runs: list[dict], eval_every: int) -> dict:
 @click.option("--jobs", default=2, show_default=True, help="runs at a time, each pinned to its own core")
 @click.option("--json", "json_out", required=True, type=click.Path(dir_okay=False, path_type=Path))
 def main(data, heldout, out, minutes, steps, seeds, variants, eval_every, jobs, json_out) -> None:
-    class A:
-        pass
-    a = A()
-    a.data, a.heldout, a.out, a.minutes, a.steps, a.eval_every = data, heldout, out, minutes, steps, eval_every
+    a = Budget(data, heldout, out, minutes, steps, eval_every)
     plan = [(v, int(s)) for s in seeds.split(",") for v in variants.split(",")]
     cores: Queue[int] = Queue()
     for core in range(jobs):

@@ -14,16 +14,13 @@ validator check passed. Rates are given per wall second and per CPU second of th
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
-import sys
 import time
 
 import torch
 
 from crystalgen.api import CrystalGenerator
+from crystalgen.evaluation.report import provenance
 
 REQUESTS = {"Li-Fe-O": {"chemsys": "Li-Fe-O"}, "Mg,Si,O": {"elements": ["Mg", "Si", "O"]}, "de novo": {}}
 SETTINGS = {
@@ -36,14 +33,6 @@ SETTINGS = {
 def _rate(results, key: str) -> float | None:
     verdicts = [r.report["checks"][key]["pass"] for r in results if r.report and key in r.report["checks"]]
     return round(sum(bool(v) for v in verdicts) / len(verdicts), 4) if verdicts else None
-
-
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.machine()
 
 
 def main() -> None:
@@ -77,11 +66,8 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     out = {
-        "benchmark": "bench_dng_requests",
-        "command": "python " + " ".join(sys.argv),
-        "date": datetime.date.today().isoformat(),
-        "hardware": f"{_cpu()}, {os.cpu_count()} cores, torch threads 1, one process",
-        "settings": {"seed": 0, "n": args.n, "workers": 0, "min_distance": gen.min_distance, "variants": {k: SETTINGS[k] for k in args.settings}},
+        **provenance("bench_dng_requests"),
+        "settings": {"torch_threads": 1, "processes": 1, "seed": 0, "n": args.n, "workers": 0, "min_distance": gen.min_distance, "variants": {k: SETTINGS[k] for k in args.settings}},
         "rows": rows,
     }
     if args.json:

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from collections import Counter
-from datetime import date
 
 import click
 from pymatgen.analysis.structure_matcher import StructureMatcher
@@ -31,7 +29,7 @@ from crystalgen.analogues.relax import RelaxConfig, Relaxer
 from crystalgen.evaluation.analogue import held_out_analogues
 from crystalgen.evaluation.datasets import load_structures
 from crystalgen.evaluation.metrics import MATCHER_KWARGS
-from crystalgen.evaluation.report import write_json
+from crystalgen.evaluation.report import provenance, write_json
 
 
 def _fits(matcher: StructureMatcher, truth, structure) -> bool:
@@ -65,8 +63,7 @@ def main(test_path: str, reference: str | None, n_test: int, top: int, steps: in
     def report(n_done: int) -> dict:
         n = max(n_done, 1)
         return {
-            "command": "python " + " ".join(sys.argv),
-            "hardware": "2-core AMD EPYC, shared with other jobs", "date": str(date.today()),
+            **provenance("bench_relax"),
             "test": test_path, "n_test": len(test.structures), "n_done": n_done, "top": top,
             "relax": {"calculator": "CHGNet 0.4.2", "steps": steps, "fmax": relaxer.config.fmax},
             "analogues": settings,

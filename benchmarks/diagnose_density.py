@@ -20,16 +20,14 @@ plus Wasserstein distances of volume per atom and of mass per atom on their own.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
-import sys
 
 import numpy as np
 import torch
 
 from crystalgen.api import CrystalGenerator
-from crystalgen.evaluation.report import write_json
+from crystalgen.evaluation.report import provenance, write_json
 from crystalgen.evaluation.datasets import load_structures
 from crystalgen.evaluation.metrics import wasserstein
 
@@ -69,10 +67,7 @@ def main() -> None:
         "test_volume_per_atom": wasserstein(list(mass / np.median(t_vpa) * AMU_A3_TO_G_CM3), t_density),
     }
     out = {
-        "benchmark": "diagnose_density",
-        "command": "python " + " ".join(sys.argv),
-        "date": datetime.date.today().isoformat(),
-        "hardware": "2-core AMD EPYC, shared with other jobs",
+        **provenance("diagnose_density"),
         "n": args.n, "valid": len(valid), "n_test": len(test),
         "wdist_density": {k: round(v, 3) for k, v in density.items()},
         "wdist_volume_per_atom": {"as_generated": round(wasserstein(list(vpa), list(t_vpa)), 3),

@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import argparse
 import collections
-import datetime
 import json
-import sys
 import time
 
 import numpy as np
@@ -41,7 +39,7 @@ import torch
 from ase.data import covalent_radii
 
 from crystalgen.api import CrystalGenerator
-from crystalgen.evaluation.report import write_json
+from crystalgen.evaluation.report import provenance, write_json
 from crystalgen.generation.decoder import generate_stream
 from crystalgen.generation.request import GenerationRequest
 from crystalgen.generation.rng import sequence_keys
@@ -211,10 +209,7 @@ def main() -> None:
                              "pair": f"{s_i.element} {s_i.multiplicity}{s_i.letter} - {s_j.element} {s_j.multiplicity}{s_j.letter}",
                              "case": case, "margin": round(margin, 3)})
     out = {
-        "benchmark": "diagnose_distance",
-        "command": "python " + " ".join(sys.argv),
-        "date": datetime.date.today().isoformat(),
-        "hardware": "2-core AMD EPYC, shared with other jobs",
+        **provenance("diagnose_distance"),
         "request": {"chemsys": args.chemsys, "elements": args.elements},
         "rule": args.rule,
         "n": args.n, "decoded": decoded, f"{args.rule}_fail": failed,

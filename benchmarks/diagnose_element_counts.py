@@ -12,9 +12,7 @@ before validity filters it; the test crystals are the seeded subset `evaluate dn
 
 from __future__ import annotations
 
-import datetime
 import json
-import sys
 from collections import Counter
 
 import numpy as np
@@ -23,7 +21,7 @@ import torch
 from crystalgen.api import CrystalGenerator
 from crystalgen.evaluation.datasets import load_structures
 from crystalgen.evaluation.metrics import n_elements, wasserstein
-from crystalgen.evaluation.report import write_json
+from crystalgen.evaluation.report import provenance, write_json
 from diagnose_density import dng_diagnosis_args
 
 
@@ -46,10 +44,7 @@ def main() -> None:
             "mean_num_sites": round(float(np.mean([r.structure.num_sites for r in results])), 2),
         }
     out = {
-        "benchmark": "diagnose_element_counts",
-        "command": "python " + " ".join(sys.argv),
-        "date": datetime.date.today().isoformat(),
-        "hardware": "2-core AMD EPYC",
+        **provenance("diagnose_element_counts"),
         "model": args.model or "shipped",
         "test": histogram(test),
         "rows": rows,

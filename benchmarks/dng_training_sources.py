@@ -15,9 +15,7 @@ corpus), and each `--group` is a named union of sources (a fine-tuning subset).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import sys
 from collections import defaultdict
 
 import numpy as np
@@ -25,7 +23,7 @@ import numpy as np
 from crystalgen.data.readers import iter_raw, parse_entry
 from crystalgen.evaluation.datasets import load_structures
 from crystalgen.evaluation.metrics import n_elements, wasserstein
-from crystalgen.evaluation.report import write_json
+from crystalgen.evaluation.report import provenance, write_json
 
 
 def figures(structures, test) -> dict:
@@ -79,9 +77,7 @@ def main() -> None:
         rows[group] = (figures(union(sources, weighted=True), test)
                        | {"rows_in_corpus": sum(len(by_source[s]) for s in sources)})
     out = {
-        "benchmark": "dng_training_sources",
-        "command": "python " + " ".join(sys.argv),
-        "date": datetime.date.today().isoformat(),
+        **provenance("dng_training_sources"),
         "n_test": len(test),
         "test_mean_density": round(float(np.mean([s.density for s in test])), 3),
         "test_mean_num_sites": round(float(np.mean([s.num_sites for s in test])), 2),
